@@ -1,0 +1,1 @@
+"""Data layer: cut videos into aligned audio-visual clips, write them as WebDataset shards, stream them."""
