@@ -1,0 +1,58 @@
+"""Atomic folder writes: an output folder appears under its final name only when it is complete."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from detect.errors import DetectInputError
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def atomic_folder(target: str | os.PathLike, *, marker: str) -> Iterator[Path]:
+    """Yield a temporary folder next to `target` and rename it to `target` when the block succeeds.
+
+    An existing `target` is replaced only when it is empty or contains `marker` (the file that identifies
+    a folder of the same kind, such as `detector.json`), so a mistyped output path never deletes
+    unrelated data. When the block raises, the temporary folder is removed and `target` is left as it was.
+    """
+    target = Path(target)
+    if target.exists() and not _is_replaceable(target, marker):
+        raise DetectInputError(
+            f"output folder {target} already exists and does not contain {marker}; "
+            "remove it or choose another output path"
+        )
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    # mkdtemp creates the folder readable by its owner only; an output folder gets ordinary permissions.
+    os.chmod(temporary, 0o755)
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+    if target.exists():
+        # Two renames keep the time without a complete folder at `target` as short as the file system allows.
+        retired = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+        target.rename(retired)
+        temporary.rename(target)
+        shutil.rmtree(retired, ignore_errors=True)
+        logger.info("replaced %s", target)
+    else:
+        temporary.rename(target)
+
+
+def _is_replaceable(target: Path, marker: str) -> bool:
+    if not target.is_dir():
+        return False
+    return (target / marker).is_file() or not any(target.iterdir())

@@ -1,0 +1,231 @@
+"""The detector contract shared by every latent-space detector, and its code-free save format.
+
+Every detector is fitted on normal rows only, and `score` returns higher values for more anomalous rows.
+Fitted attributes end in `_`. Thresholding is separate from scoring: `threshold_` is the
+(1 - contamination) quantile of the training scores, so about `contamination` of normal clips would raise
+an alarm. A saved detector is `detector.json` plus `.npy` arrays and the normal rows' `meta.jsonl`, a
+format that loading can never execute.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detect.atomic import atomic_folder
+from detect.embeddings import raise_on_non_finite_rows
+from detect.errors import DetectInputError
+from detect.json_files import (
+    check_format_version,
+    read_json_object,
+    read_jsonl_objects,
+    write_json_object,
+    write_jsonl_objects,
+)
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+# Detector classes by the name stored in detector.json, filled as subclasses are defined.
+DETECTORS: dict[str, type[Detector]] = {}
+
+
+class Detector(ABC):
+    """Base class: fit on normal rows, score any rows (higher = more anomalous), save and load."""
+
+    name: ClassVar[str]
+    # Names of the fitted arrays, each saved as NAME.npy and restored as attribute NAME_.
+    array_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            DETECTORS[cls.name] = cls
+
+    def __init__(self, *, contamination: float = 0.1) -> None:
+        if not 0.0 < contamination <= 0.5:
+            raise DetectInputError(f"contamination must be in (0, 0.5], got {contamination}")
+        self.contamination = float(contamination)
+
+    # ---- the contract each detector implements
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """Constructor arguments, as JSON values, that recreate this detector unfitted."""
+
+    @abstractmethod
+    def _fit(self, vectors: np.ndarray) -> np.ndarray:
+        """Fit on normal rows (N, D) and return their training scores (N,), each without its own row."""
+
+    @abstractmethod
+    def _score(self, vectors: np.ndarray, keys: Sequence[str] | None) -> np.ndarray:
+        """Score rows (M, D) that passed the input checks."""
+
+    def _fitted_scalars(self) -> dict[str, Any]:
+        """Detector-specific fitted scalars saved in detector.json; names end in `_`."""
+        return {}
+
+    def _restore(self) -> None:
+        """Rebuild derived state (such as a search index) after `load` has set the fitted attributes."""
+
+    # ---- shared behaviour
+
+    def fit(self, vectors: np.ndarray, meta: Sequence[dict[str, Any]] | None = None) -> Detector:
+        """Fit on normal rows only and set `threshold_`; `meta[i]` (with a `key`) names row i in outputs."""
+        vectors = self._check_vectors(vectors, expected_dimension=None)
+        if meta is None:
+            meta = [{"key": f"row-{index}"} for index in range(vectors.shape[0])]
+        if len(meta) != vectors.shape[0]:
+            raise DetectInputError(f"fit got {vectors.shape[0]} rows but {len(meta)} metadata entries")
+
+        self.dimension_ = int(vectors.shape[1])
+        self.normal_meta_ = [dict(row) for row in meta]
+        self.train_scores_ = np.asarray(self._fit(vectors), dtype=np.float64)  # (N,)
+        self.threshold_ = float(np.quantile(self.train_scores_, 1.0 - self.contamination))
+        logger.info(
+            "fitted %s on %d normal rows of dimension %d; threshold %.6g at contamination %.3g",
+            self.name, vectors.shape[0], self.dimension_, self.threshold_, self.contamination,
+        )
+        return self
+
+    def score(self, vectors: np.ndarray, *, keys: Sequence[str] | None = None) -> np.ndarray:
+        """Return one anomaly score per row (M,), higher = more anomalous.
+
+        A row whose key in `keys` is also a normal training key is scored without that training row, so
+        scoring the training set gives the same leave-one-out scores as `train_scores_`.
+        """
+        self._check_fitted()
+        vectors = self._check_vectors(vectors, expected_dimension=self.dimension_)
+        if keys is not None and len(keys) != vectors.shape[0]:
+            raise DetectInputError(f"score got {vectors.shape[0]} rows but {len(keys)} keys")
+        return self._score(vectors, keys)
+
+    def decision_function(self, vectors: np.ndarray, *, keys: Sequence[str] | None = None) -> np.ndarray:
+        """Same as `score`, under the name PyOD and scikit-learn use."""
+        return self.score(vectors, keys=keys)
+
+    def predict(self, vectors: np.ndarray, *, keys: Sequence[str] | None = None) -> np.ndarray:
+        """Return 1 for rows scored above `threshold_` (an alarm) and 0 otherwise, as an int array (M,)."""
+        return (self.score(vectors, keys=keys) > self.threshold_).astype(np.int64)
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "threshold_")
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write `detector.json`, one `.npy` per fitted array and the normal rows' `meta.jsonl` atomically."""
+        self._check_fitted()
+        description = {
+            "format_version": FORMAT_VERSION,
+            "detector": self.name,
+            "dimension": self.dimension_,
+            "settings": self.settings(),
+            "fitted": {
+                "threshold_": self.threshold_,
+                "normal_count": len(self.normal_meta_),
+                **self._fitted_scalars(),
+            },
+            "arrays": [f"{name}.npy" for name in ("train_scores", *self.array_names)],
+        }
+        with atomic_folder(directory, marker="detector.json") as temporary:
+            np.save(temporary / "train_scores.npy", self.train_scores_, allow_pickle=False)
+            for name in self.array_names:
+                np.save(temporary / f"{name}.npy", getattr(self, f"{name}_"), allow_pickle=False)
+            write_jsonl_objects(temporary / "meta.jsonl", self.normal_meta_)
+            write_json_object(temporary / "detector.json", description)
+        logger.info("saved %s detector to %s", self.name, directory)
+        return Path(directory)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Detector:
+        """Load a folder written by `save`; a folder of another detector or version is an input error."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise DetectInputError(f"detector folder not found: {directory}")
+        description = read_json_object(directory / "detector.json", role="detector description")
+        check_format_version(description, expected=FORMAT_VERSION, path=directory / "detector.json")
+
+        stored_name = description.get("detector")
+        if stored_name not in DETECTORS:
+            known = ", ".join(sorted(DETECTORS))
+            raise DetectInputError(
+                f"{directory} contains an unknown detector {stored_name!r}; known detectors: {known}"
+            )
+        detector_class = DETECTORS[stored_name]
+        if cls is not Detector and detector_class is not cls:
+            raise DetectInputError(
+                f"{directory} contains a {stored_name!r} detector, not a {cls.name!r} detector"
+            )
+
+        settings = description.get("settings")
+        fitted = description.get("fitted")
+        dimension = description.get("dimension")
+        if not isinstance(settings, dict) or not isinstance(fitted, dict) or not isinstance(dimension, int):
+            raise DetectInputError(f"{directory / 'detector.json'} lacks 'settings', 'fitted' or 'dimension'")
+        try:
+            detector = detector_class(**settings)
+        except TypeError as error:
+            raise DetectInputError(f"{directory / 'detector.json'} has invalid settings: {error}") from None
+
+        detector.dimension_ = dimension
+        for name, value in fitted.items():
+            if name.endswith("_"):
+                setattr(detector, name, value)
+        detector.train_scores_ = _load_array(directory, "train_scores")
+        for name in detector_class.array_names:
+            setattr(detector, f"{name}_", _load_array(directory, name))
+
+        detector.normal_meta_ = read_jsonl_objects(directory / "meta.jsonl", role="normal rows' metadata")
+        expected_count = fitted.get("normal_count")
+        if len(detector.normal_meta_) != expected_count or detector.train_scores_.shape != (expected_count,):
+            raise DetectInputError(
+                f"{directory} is invalid: detector.json declares {expected_count} normal rows but "
+                f"meta.jsonl has {len(detector.normal_meta_)} and train_scores.npy has "
+                f"{detector.train_scores_.shape[0]}"
+            )
+        detector._restore()
+        return detector
+
+    # ---- input checks
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise DetectInputError(f"this {self.name} detector is not fitted yet; call fit() or load() first")
+
+    def _check_vectors(self, vectors: np.ndarray, *, expected_dimension: int | None) -> np.ndarray:
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[0] == 0:
+            raise DetectInputError(f"expected a non-empty 2-D array (N, D), got shape {tuple(vectors.shape)}")
+        if expected_dimension is not None and vectors.shape[1] != expected_dimension:
+            raise DetectInputError(
+                f"embeddings have dimension {vectors.shape[1]} "
+                f"but the model was fitted on {expected_dimension}"
+            )
+        if not np.issubdtype(vectors.dtype, np.number) or np.issubdtype(vectors.dtype, np.complexfloating):
+            raise DetectInputError(f"expected real-valued vectors, got dtype {vectors.dtype}")
+        raise_on_non_finite_rows(vectors, source="input vectors")
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def load_detector(directory: str | os.PathLike) -> Detector:
+    """Load any saved detector, choosing its class from the name stored in detector.json."""
+    import detect.knn  # noqa: F401  (defining the class registers it)
+
+    return Detector.load(directory)
+
+
+def _load_array(directory: Path, name: str) -> np.ndarray:
+    path = directory / f"{name}.npy"
+    if not path.is_file():
+        raise DetectInputError(f"detector folder {directory} is missing {path.name}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise DetectInputError(f"cannot read {path} as a .npy array without pickle: {error}") from None

@@ -1,0 +1,197 @@
+"""kNN detector: exactness against brute force, self-match exclusion, separation, save and load."""
+
+import json
+
+import numpy as np
+import pytest
+
+from detect.base import load_detector
+from detect.errors import DetectInputError
+from detect.knn import KNNDetector
+from detect.metrics import auroc
+
+
+def _brute_force_distances(queries, normal, metric):
+    queries, normal = queries.astype(np.float64), normal.astype(np.float64)
+    if metric == "cosine":
+        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+        normal = normal / np.linalg.norm(normal, axis=1, keepdims=True)
+        return 1.0 - queries @ normal.T  # (M, N)
+    return np.sqrt(((queries[:, None, :] - normal[None, :, :]) ** 2).sum(axis=2))
+
+
+def _aggregate(sorted_distances, aggregate):
+    return sorted_distances.mean(axis=1) if aggregate == "mean" else sorted_distances[:, -1]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("aggregate", ["mean", "max", "kth"])
+def test_scores_match_brute_force(metric, aggregate):
+    rng = np.random.default_rng(1)
+    normal = rng.normal(size=(60, 12)).astype(np.float32)
+    queries = rng.normal(size=(25, 12)).astype(np.float32)
+    detector = KNNDetector(k=4, metric=metric, aggregate=aggregate, batch_size=7).fit(normal)
+
+    all_distances = _brute_force_distances(queries, normal, metric)
+    expected_distances = np.sort(all_distances, axis=1)[:, :4]
+    distances, ids = detector.kneighbors(queries)
+    np.testing.assert_allclose(distances, expected_distances, atol=1e-5)
+    np.testing.assert_allclose(np.take_along_axis(all_distances, ids, axis=1), distances, atol=1e-5)
+    np.testing.assert_allclose(detector.score(queries), _aggregate(expected_distances, aggregate), atol=1e-5)
+
+    # Leave-one-out training scores: the diagonal (each row against itself) is excluded.
+    training = _brute_force_distances(normal, normal, metric)
+    np.fill_diagonal(training, np.inf)
+    expected_training = _aggregate(np.sort(training, axis=1)[:, :4], aggregate)
+    np.testing.assert_allclose(detector.train_scores_, expected_training, atol=1e-5)
+    assert detector.threshold_ == pytest.approx(np.quantile(expected_training, 0.9), abs=1e-5)
+
+
+def test_self_match_excluded_with_duplicates():
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(10, 6)).astype(np.float32)
+    normal = np.concatenate([base, base[:3], base[:3]])  # rows 0-2 appear three times each
+    detector = KNNDetector(k=2, metric="l2").fit(normal)
+
+    distances, ids = detector.kneighbors(normal, exclude_self_ids=np.arange(len(normal)))
+    assert not (ids == np.arange(len(normal))[:, None]).any(), "a row matched itself"
+    # A row with two duplicates has its two copies at distance 0 as neighbours, never itself.
+    for copies in ({0, 10, 13}, {1, 11, 14}, {2, 12, 15}):
+        for row in copies:
+            assert distances[row].tolist() == [0.0, 0.0]
+            assert set(ids[row].tolist()) == copies - {row}
+    for row in range(3, 10):
+        assert distances[row, 0] > 0
+
+    # Scoring the normal rows by key gives the leave-one-out scores; without keys they match themselves.
+    keys = [row["key"] for row in detector.normal_meta_]
+    np.testing.assert_allclose(detector.score(normal, keys=keys), detector.train_scores_)
+    assert detector.score(normal)[5] == pytest.approx(np.sort(np.linalg.norm(normal - normal[5], axis=1))[:2].mean())
+
+
+def test_self_exclusion_finds_other_copies():
+    # Three identical rows: each must be matched to the other two, at distance 0.
+    normal = np.concatenate([np.ones((3, 4)), np.random.default_rng(3).normal(size=(5, 4)) + 5]).astype(np.float32)
+    detector = KNNDetector(k=2, metric="l2").fit(normal)
+    distances, ids = detector.kneighbors(normal[:3], exclude_self_ids=np.arange(3))
+    for row in range(3):
+        assert sorted(ids[row].tolist()) == sorted({0, 1, 2} - {row})
+        assert distances[row].tolist() == [0.0, 0.0]
+
+
+def test_planted_anomaly_is_separated():
+    rng = np.random.default_rng(4)
+    # Embeddings of one kind of clip sit away from the origin, so cosine and L2 both see the shift.
+    centre = np.zeros(16)
+    centre[0] = 10.0
+    shift = np.zeros(16)
+    shift[1:4] = 4.0
+    normal = (centre + rng.normal(size=(400, 16))).astype(np.float32)
+    test_normal = (centre + rng.normal(size=(100, 16))).astype(np.float32)
+    anomalies = (centre + shift + rng.normal(size=(30, 16))).astype(np.float32)
+    queries = np.concatenate([test_normal, anomalies])
+    labels = np.r_[np.zeros(100), np.ones(30)]
+    for metric in ("cosine", "l2"):
+        detector = KNNDetector(k=5, metric=metric).fit(normal)
+        assert auroc(labels, detector.score(queries)) >= 0.95, metric
+        predictions = detector.predict(queries)
+        assert predictions[100:].mean() > 0.9
+        assert predictions[:100].mean() < 0.3
+
+
+def test_save_load_round_trip_without_pickle(tmp_path):
+    rng = np.random.default_rng(5)
+    normal = rng.normal(size=(40, 8)).astype(np.float32)
+    meta = [{"key": f"n-{i}", "source_name": "walk.mp4"} for i in range(40)]
+    detector = KNNDetector(k=3, metric="l2", aggregate="max", contamination=0.05).fit(normal, meta)
+    folder = detector.save(tmp_path / "model")
+
+    names = sorted(path.name for path in folder.iterdir())
+    assert names == ["detector.json", "meta.jsonl", "normal_vectors.npy", "train_scores.npy"]
+    for path in folder.glob("*.npy"):
+        assert path.read_bytes()[:6] == b"\x93NUMPY"
+        assert np.load(path, allow_pickle=False).dtype != object
+    json.loads((folder / "detector.json").read_text())
+    for line in (folder / "meta.jsonl").read_text().splitlines():
+        json.loads(line)
+
+    loaded = load_detector(folder)
+    assert isinstance(loaded, KNNDetector)
+    assert loaded.settings() == detector.settings()
+    assert loaded.threshold_ == detector.threshold_
+    assert loaded.nearest_distance_reference_ == detector.nearest_distance_reference_
+    assert loaded.normal_meta_ == meta
+    queries = rng.normal(size=(9, 8)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.score(queries), detector.score(queries))
+    np.testing.assert_array_equal(KNNDetector.load(folder).predict(queries), detector.predict(queries))
+
+
+def _saved_model(tmp_path):
+    normal = np.random.default_rng(6).normal(size=(20, 4)).astype(np.float32)
+    return KNNDetector(k=2).fit(normal).save(tmp_path / "model")
+
+
+def test_loading_another_detector_fails(tmp_path):
+    folder = _saved_model(tmp_path)
+    description = json.loads((folder / "detector.json").read_text())
+    description["detector"] = "iae"
+    (folder / "detector.json").write_text(json.dumps(description))
+    with pytest.raises(DetectInputError, match="unknown detector 'iae'"):
+        load_detector(folder)
+
+
+def test_loading_other_version_fails(tmp_path):
+    folder = _saved_model(tmp_path)
+    description = json.loads((folder / "detector.json").read_text())
+    description["format_version"] = 2
+    (folder / "detector.json").write_text(json.dumps(description))
+    with pytest.raises(DetectInputError, match="format_version 2"):
+        KNNDetector.load(folder)
+
+
+def test_loading_with_missing_file_fails(tmp_path):
+    folder = _saved_model(tmp_path)
+    (folder / "normal_vectors.npy").unlink()
+    with pytest.raises(DetectInputError, match="missing normal_vectors.npy"):
+        load_detector(folder)
+
+
+def test_pickled_array_is_rejected(tmp_path):
+    folder = _saved_model(tmp_path)
+    np.save(folder / "train_scores.npy", np.array([{"a": 1}] * 20, dtype=object), allow_pickle=True)
+    with pytest.raises(DetectInputError, match="without pickle"):
+        load_detector(folder)
+
+
+def test_score_before_fit_fails():
+    with pytest.raises(DetectInputError, match="not fitted"):
+        KNNDetector().score(np.ones((2, 3), np.float32))
+
+
+def test_dimension_mismatch_fails():
+    detector = KNNDetector(k=2).fit(np.random.default_rng(7).normal(size=(10, 8)).astype(np.float32))
+    with pytest.raises(DetectInputError, match="dimension 4 but the model was fitted on 8"):
+        detector.score(np.ones((2, 4), np.float32))
+
+
+def test_k_larger_than_normal_set_fails():
+    with pytest.raises(DetectInputError, match="k=5 needs at least 6 normal clips"):
+        KNNDetector(k=5).fit(np.random.default_rng(8).normal(size=(5, 3)).astype(np.float32))
+
+
+def test_invalid_settings_fail():
+    with pytest.raises(DetectInputError, match="metric must be one of"):
+        KNNDetector(metric="manhattan")
+    with pytest.raises(DetectInputError, match="contamination"):
+        KNNDetector(contamination=0.9)
+    with pytest.raises(DetectInputError, match="all-zero"):
+        KNNDetector(k=1).fit(np.zeros((3, 2), np.float32))
+
+
+def test_hnsw_matches_exact_search():
+    rng = np.random.default_rng(9)
+    normal = rng.normal(size=(200, 8)).astype(np.float32)
+    queries = rng.normal(size=(20, 8)).astype(np.float32)
+    exact = KNNDetector(k=3, metric="l2").fit(normal)
+    approximate = KNNDetector(k=3, metric="l2", index="hnsw").fit(normal)
+    np.testing.assert_allclose(approximate.score(queries), exact.score(queries), atol=1e-5)
