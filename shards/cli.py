@@ -25,11 +25,12 @@ class CommandError(Exception):
 def register(subparsers: argparse._SubParsersAction) -> tuple[type[Exception], ...]:
     """Add `latentwatch shards ...` to the command line."""
     from shards.build_cli import add_build_command
+    from shards.errors import ShardsInputError
 
-    shards_parser = subparsers.add_parser("shards", help="build and inspect WebDataset shard sets")
+    shards_parser = subparsers.add_parser("shards", help="build WebDataset shard sets of audio-visual clips")
     shards_commands = shards_parser.add_subparsers(dest="shards_command", required=True, metavar="COMMAND")
     add_build_command(shards_commands)
-    return (CommandError,)
+    return (CommandError, ShardsInputError)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, tuple[type[Exception], ...]]:
