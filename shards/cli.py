@@ -18,10 +18,6 @@ import sys
 from importlib.metadata import entry_points
 
 
-class CommandError(Exception):
-    """An input mistake the user can fix: printed as one line, exit status 2."""
-
-
 def register(subparsers: argparse._SubParsersAction) -> tuple[type[Exception], ...]:
     """Add `latentwatch shards ...` to the command line."""
     from shards.build_cli import add_build_command
@@ -30,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> tuple[type[Exception], .
     shards_parser = subparsers.add_parser("shards", help="build WebDataset shard sets of audio-visual clips")
     shards_commands = shards_parser.add_subparsers(dest="shards_command", required=True, metavar="COMMAND")
     add_build_command(shards_commands)
-    return (CommandError, ShardsInputError)
+    return (ShardsInputError,)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, tuple[type[Exception], ...]]:
