@@ -173,7 +173,6 @@ def _write_shard_set(videos: list[Path], folder: Path, options: BuildOptions) ->
 
     progress = tqdm(videos, desc="videos", unit="video")
     for video in progress:
-        progress.set_postfix(clips=summary.num_clips)
         try:
             source = VideoFile(video, max_side=options.max_side)
         except ShardsInputError as error:
@@ -193,6 +192,7 @@ def _write_shard_set(videos: list[Path], folder: Path, options: BuildOptions) ->
         written, failed = _write_clips(writer, source, audio, labels, spans, options)
         summary.num_clips += written
         summary.failed_clips += failed
+        progress.set_postfix(clips=summary.num_clips)
         if written == 0:
             reason = f"none of its {len(spans)} clips could be decoded"
             logger.warning("skipped %s: %s", video, reason)

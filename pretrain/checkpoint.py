@@ -1,0 +1,70 @@
+"""Checkpoint files: plain dictionaries of tensors and built-in types, written atomically, loaded safely.
+
+Every checkpoint contains `format_version`, `method` (a name in `pretrain.methods.METHODS`), `step`, `seed`,
+`config` (the resolved config as plain dicts) and `model` (the method's state dict: online and target
+networks and heads). Training checkpoints add `optimizer`, `scheduler` and `rng`. Loading always uses
+`torch.load(..., weights_only=True)`, so a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pretrain.errors import CheckpointError
+
+CHECKPOINT_FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "method", "step", "config", "model")
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write `payload` to `path` through a temporary file in the same folder and `os.replace`.
+
+    A crash mid-write leaves the previous checkpoint intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(descriptor)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, expected_method: str | None = None) -> dict[str, Any]:
+    """Load and check a checkpoint on the CPU; every problem with the file raises `CheckpointError`.
+
+    `expected_method` rejects a checkpoint written by another method (for example when resuming a run).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a latentwatch checkpoint: {reason}") from error
+
+    if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
+        raise CheckpointError(
+            f"checkpoint {path} is not a latentwatch checkpoint: it lacks some of {', '.join(REQUIRED_KEYS)}"
+        )
+    if payload["format_version"] != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format_version {payload['format_version']!r}; this version of latentwatch "
+            f"reads format_version {CHECKPOINT_FORMAT_VERSION}"
+        )
+    if expected_method is not None and payload["method"] != expected_method:
+        raise CheckpointError(
+            f"checkpoint {path} was written by method {payload['method']!r}, not {expected_method!r}"
+        )
+    return payload
