@@ -6,8 +6,8 @@ module never imports `pretrain` or `detect`.
 
 Protocol for a layer: `register(subparsers)` adds its parsers, sets `handler` on each (a function taking the
 parsed arguments and returning an exit status), and returns the exception classes that mean "the user's input
-is wrong". The dispatcher prints such an exception as one line and exits with status 2, with no traceback;
-any other exception is a bug and keeps its traceback.
+is wrong". The dispatcher prints such an exception as one line and exits with status 2, with no traceback.
+Any other exception is a bug, so it keeps its traceback.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def test_demo_runs_every_command(demo: tuple[Path, subprocess.CompletedProcess])
     assert "AUROC" in result.stdout
     assert str(out / "report" / "index.html") in result.stdout
 
-    # The run folder holds what README promises.
+    # The run folder contains what README promises.
     run = out / "run"
     for name in ("config.yaml", "log.jsonl", "checkpoints/init.pt", "checkpoints/last.pt"):
         assert (run / name).is_file(), name
@@ -109,4 +109,5 @@ def test_report_loads_in_chromium(demo: tuple[Path, subprocess.CompletedProcess]
     loaded = json.loads(match.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
     assert loaded["images"] > 0
     assert loaded["broken"] == []
-    assert "Top" in loaded["text"] and "walkway_normal-" in loaded["text"]
+    assert "Top" in loaded["text"]
+    assert "walkway_normal-" in loaded["text"], "no normal neighbour is shown"
