@@ -40,6 +40,18 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         raise
 
 
+def _load_failure_reason(error: Exception) -> str:
+    """Summarise why torch.load failed, without torch's advice to retry with weights_only=False."""
+    message = " ".join(str(error).split())
+    if message.startswith("Weights only load failed"):
+        # torch's message goes on to suggest weights_only=False, which would let a malicious file run code.
+        return (
+            "safe loading (weights_only=True) rejected it: it is not a torch checkpoint, or it contains "
+            "objects other than tensors and built-in types"
+        )
+    return message[:200]
+
+
 def load_checkpoint(path: str | os.PathLike, expected_method: str | None = None) -> dict[str, Any]:
     """Load and check a checkpoint on the CPU; every problem with the file raises `CheckpointError`.
 
@@ -51,8 +63,9 @@ def load_checkpoint(path: str | os.PathLike, expected_method: str | None = None)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as error:
-        reason = " ".join(str(error).split())[:200]
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a latentwatch checkpoint: {reason}") from error
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not a latentwatch checkpoint: {_load_failure_reason(error)}"
+        ) from error
 
     if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
         raise CheckpointError(

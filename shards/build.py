@@ -216,7 +216,7 @@ def _write_shard_set(videos: list[Path], folder: Path, options: BuildOptions) ->
 
     shards = writer.close()
     if summary.num_clips == 0:
-        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in summary.skipped[:3])
+        reasons = "; ".join(skipped["reason"] for skipped in summary.skipped[:3])
         raise ShardsInputError(f"no input gave a clip ({reasons})")
 
     summary.total_seconds = round(summary.num_clips * options.clip_seconds, 6)
