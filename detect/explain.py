@@ -172,9 +172,9 @@ def _alarm_section(
 ) -> str:
     image, reason = strips.strip(row["key"])
     parts = [
-        f'<div class="alarm"><h3>#{rank}: score {row["score"]:.4f}, '
+        f'<div class="alarm"><h3>#{rank}: score {row["score"]:.4g}, '
         f'<span class="key">{_escape(row["key"])}</span></h3>',
-        f"<p>{_escape(_source_and_span(row))}</p>",
+        f"<p>{_escape(_source_and_span(row))}{_escape(_ground_truth(row))}</p>",
         _image_or_reason(image, reason, alt=f"frames of {row['key']}"),
     ]
 
@@ -184,7 +184,7 @@ def _alarm_section(
     if neighbours and reference is not None and neighbours[0]["distance"] > reference:
         parts.append(
             f'<p class="far">Nothing normal is near: the nearest normal clip is at distance '
-            f'{neighbours[0]["distance"]:.4f}, above {reference:.4f}, '
+            f'{neighbours[0]["distance"]:.4g}, above {reference:.4g}, '
             f"the {quantile:g} quantile of the distances "
             f"from each normal clip to its nearest other normal clip.</p>"
         )
@@ -200,12 +200,23 @@ def _alarm_section(
             n_image, n_reason = strips.strip(neighbour["key"])
             parts.append(
                 f'<tr><td>{position}. <span class="key">{_escape(neighbour["key"])}</span></td>'
-                f'<td>{neighbour["distance"]:.4f}</td><td>{_escape(span)}</td>'
+                f'<td>{neighbour["distance"]:.4g}</td><td>{_escape(span)}</td>'
                 f'<td>{_image_or_reason(n_image, n_reason, alt="frames of " + neighbour["key"])}</td></tr>'
             )
         parts.append("</table>")
     parts.append("</div>")
     return "\n".join(parts)
+
+
+def _ground_truth(row: dict[str, Any]) -> str:
+    """Describe the clip's labelled anomalous frames, so a reader can tell true from false alarms."""
+    labels = row.get("frame_labels")
+    if not isinstance(labels, list) or not labels:
+        return ""
+    anomalous = sum(1 for label in labels if label)
+    if anomalous == 0:
+        return "; ground truth: normal (a false alarm)"
+    return f"; ground truth: {anomalous} of its {len(labels)} frames anomalous"
 
 
 def _source_and_span(meta: dict[str, Any]) -> str:
@@ -243,10 +254,10 @@ def _page(
         ("clips scored", len(scores.rows)),
         (
             "alarm threshold",
-            f"{threshold:.4f} ({above} clips above it)" if threshold is not None else "not stored",
+            f"{threshold:.4g} ({above} clips above it)" if threshold is not None else "not stored",
         ),
         ("nearest-normal reference distance",
-         f"{header.get('nearest_distance_reference')} (quantile {header.get('reference_quantile')})"),
+         f"{_as_text(header.get('nearest_distance_reference'))} (quantile {header.get('reference_quantile')})"),
     ]
     body = ["<h1>latentwatch alarm report</h1>", "<h2>Summary</h2>", "<table>"]
     for name, value in summary_rows:
@@ -299,7 +310,14 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
 
 
 def _as_text(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    """Format a header value for the summary table: floats to 4 significant digits, dicts as key=value."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={_as_text(item)}" for key, item in value.items())
+    if isinstance(value, list):
+        return json.dumps(value)
+    return str(value)
 
 
 def _escape(text: str) -> str:
