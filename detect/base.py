@@ -3,8 +3,11 @@
 Every detector is fitted on normal rows only, and `score` returns higher values for more anomalous rows.
 Fitted attributes end in `_`. Thresholding is separate from scoring: `threshold_` is the
 (1 - contamination) quantile of the training scores, so about `contamination` of normal clips would raise
-an alarm. A saved detector is `detector.json` plus `.npy` arrays and the normal rows' `meta.jsonl`, a
-format that loading can never execute.
+an alarm. A saved detector is `detector.json` plus `.npy` arrays (and, for the neural detectors, a
+`.safetensors` file of weights) and the normal rows' `meta.jsonl`, a format that loading can never execute.
+
+Most detectors score rows (N, D). Sequence detectors (`input_ndim = 3`) score sequences (M, N, D) of N
+segment embeddings each; their `dimension_` is D and `sequence_length_` is N.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ class Detector(ABC):
     name: ClassVar[str]
     # Names of the fitted arrays, each saved as NAME.npy and restored as attribute NAME_.
     array_names: ClassVar[tuple[str, ...]] = ()
+    # Axes of one input batch: 2 for rows (N, D), 3 for sequences (M, N, D).
+    input_ndim: ClassVar[int] = 2
+    # Minimum number of segments per sequence that a sequence detector accepts.
+    min_sequence_length: ClassVar[int] = 3
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -75,6 +82,12 @@ class Detector(ABC):
     def _restore(self) -> None:
         """Rebuild derived state (such as a search index) after `load` has set the fitted attributes."""
 
+    def _write_files(self, folder: Path) -> None:
+        """Write detector-specific files (such as network weights) into the folder being saved."""
+
+    def _read_files(self, folder: Path) -> None:
+        """Read the files `_write_files` wrote; called by `load` before `_restore`."""
+
     # ---- shared behaviour
 
     def fit(self, vectors: np.ndarray, meta: Sequence[dict[str, Any]] | None = None) -> Detector:
@@ -85,13 +98,16 @@ class Detector(ABC):
         if len(meta) != vectors.shape[0]:
             raise DetectInputError(f"fit got {vectors.shape[0]} rows but {len(meta)} metadata entries")
 
-        self.dimension_ = int(vectors.shape[1])
+        self.dimension_ = int(vectors.shape[-1])
+        if self.input_ndim == 3:
+            self.sequence_length_ = int(vectors.shape[1])
         self.normal_meta_ = [dict(row) for row in meta]
         self.train_scores_ = np.asarray(self._fit(vectors), dtype=np.float64)  # (N,)
         self.threshold_ = float(np.quantile(self.train_scores_, 1.0 - self.contamination))
         logger.info(
-            "fitted %s on %d normal rows of dimension %d; threshold %.6g at contamination %.3g",
-            self.name, vectors.shape[0], self.dimension_, self.threshold_, self.contamination,
+            "fitted %s on %d normal %s of dimension %d; threshold %.6g at contamination %.3g",
+            self.name, vectors.shape[0], "sequences" if self.input_ndim == 3 else "rows", self.dimension_,
+            self.threshold_, self.contamination,
         )
         return self
 
@@ -130,6 +146,7 @@ class Detector(ABC):
             "fitted": {
                 "threshold_": self.threshold_,
                 "normal_count": len(self.normal_meta_),
+                **({"sequence_length_": self.sequence_length_} if self.input_ndim == 3 else {}),
                 **self._fitted_scalars(),
             },
             "arrays": [f"{name}.npy" for name in ("train_scores", *self.array_names)],
@@ -139,6 +156,7 @@ class Detector(ABC):
             for name in self.array_names:
                 np.save(temporary / f"{name}.npy", getattr(self, f"{name}_"), allow_pickle=False)
             write_jsonl_objects(temporary / "meta.jsonl", self.normal_meta_)
+            self._write_files(temporary)
             write_json_object(temporary / "detector.json", description)
         logger.info("saved %s detector to %s", self.name, directory)
         return Path(directory)
@@ -190,6 +208,7 @@ class Detector(ABC):
                 f"meta.jsonl has {len(detector.normal_meta_)} and train_scores.npy has "
                 f"{detector.train_scores_.shape[0]}"
             )
+        detector._read_files(directory)
         detector._restore()
         return detector
 
@@ -201,6 +220,8 @@ class Detector(ABC):
 
     def _check_vectors(self, vectors: np.ndarray, *, expected_dimension: int | None) -> np.ndarray:
         vectors = np.asarray(vectors)
+        if self.input_ndim == 3:
+            return self._check_sequences(vectors, expected_dimension=expected_dimension)
         if vectors.ndim != 2 or vectors.shape[0] == 0:
             raise DetectInputError(f"expected a non-empty 2-D array (N, D), got shape {tuple(vectors.shape)}")
         if expected_dimension is not None and vectors.shape[1] != expected_dimension:
@@ -213,10 +234,41 @@ class Detector(ABC):
         raise_on_non_finite_rows(vectors, source="input vectors")
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def _check_sequences(self, sequences: np.ndarray, *, expected_dimension: int | None) -> np.ndarray:
+        """Check a sequence batch (M, N, D); with `expected_dimension` set, N and D must match the fit."""
+        if sequences.ndim != 3 or 0 in sequences.shape:
+            raise DetectInputError(
+                f"the {self.name} detector expects a non-empty 3-D array of sequences (M, N, D) with N "
+                f"segment embeddings each, got shape {tuple(sequences.shape)}"
+            )
+        if sequences.shape[1] < self.min_sequence_length:
+            raise DetectInputError(
+                f"sequences need at least {self.min_sequence_length} segments, got {sequences.shape[1]}"
+            )
+        if expected_dimension is not None:
+            if sequences.shape[2] != expected_dimension:
+                raise DetectInputError(
+                    f"embeddings have dimension {sequences.shape[2]} "
+                    f"but the model was fitted on {expected_dimension}"
+                )
+            if sequences.shape[1] != self.sequence_length_:
+                raise DetectInputError(
+                    f"sequences have {sequences.shape[1]} segments "
+                    f"but the model was fitted on {self.sequence_length_}"
+                )
+        dtype = sequences.dtype
+        if not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+            raise DetectInputError(f"expected real-valued sequences, got dtype {sequences.dtype}")
+        raise_on_non_finite_rows(sequences.reshape(sequences.shape[0], -1), source="input sequences")
+        return np.ascontiguousarray(sequences, dtype=np.float32)
+
 
 def load_detector(directory: str | os.PathLike) -> Detector:
     """Load any saved detector, choosing its class from the name stored in detector.json."""
-    import detect.knn  # noqa: F401  (defining the class registers it)
+    # Defining a class registers it.
+    import detect.cnc  # noqa: F401
+    import detect.iae  # noqa: F401
+    import detect.knn  # noqa: F401
 
     return Detector.load(directory)
 

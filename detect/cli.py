@@ -1,22 +1,32 @@
-"""`latentwatch detect ...`: fit a detector, score embeddings, evaluate scores and explain alarms."""
+"""`latentwatch detect ...` (fit a detector, score embeddings, evaluate scores, explain alarms) and
+`latentwatch probe ...` (linear and kNN probes of frozen embeddings)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
-from detect.base import load_detector
+from detect.base import Detector, load_detector
+from detect.cnc import CnCDetector
 from detect.embeddings import Embeddings, load_embeddings
 from detect.errors import DetectInputError
 from detect.evaluate import evaluate_scores, format_table, write_evaluation
 from detect.explain import write_report
+from detect.iae import IAEDetector
 from detect.json_files import finite_float
 from detect.knn import AGGREGATES, INDEXES, METRICS, KNNDetector
+from detect.probe import ProbeResult, knn_probe, linear_probe, read_labels
 from detect.scores import read_scores, write_scores
 from detect.scoring import score_embeddings
+from detect.sequences import build_windows, score_sequence_embeddings
+
+FIT_METHODS = ("knn", "iae", "cnc")
+DEFAULT_SEQUENCE_LENGTH = 5
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +41,16 @@ def register(subparsers: argparse._SubParsersAction) -> tuple[type[Exception], .
     _add_score(commands)
     _add_evaluate(commands)
     _add_explain(commands)
+    _add_probe(subparsers)
     return (DetectInputError,)
 
 
 def _add_fit(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("fit", help="fit a detector on the embeddings of normal clips")
-    parser.add_argument("--method", choices=["knn"], default="knn", help="detector to fit (default: knn)")
+    parser.add_argument("--method", choices=FIT_METHODS, default="knn",
+                        help="knn: distance to the nearest normal clips; iae: interpolating autoencoder on "
+                             "sequences of consecutive clips; cnc: Clear & Concise codelength autoencoder on "
+                             "single clips (default: knn)")
     parser.add_argument(
         "--embeddings", type=Path, required=True, help="embeddings folder of normal clips only"
     )
@@ -59,6 +73,17 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
                              "normal near it (default: 0.99)")
     parser.add_argument("--exclude-anomalous", action="store_true",
                         help="drop clips whose frame_labels mark an anomalous frame instead of failing")
+    parser.add_argument("--sequence-length", type=int, default=None,
+                        help="iae only: clips per sequence, at least 3. Each window contains that many "
+                             "consecutive clips of one video (ordered by start time, stride 1) and is scored "
+                             "under the key of its centre clip; the clips at both ends of a video get no "
+                             "score (default: 5)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="iae: maximum training epochs, early stopping may end sooner (default: 200); "
+                             "cnc: epochs of masked training after 20 warm-up epochs (default: 60)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="iae and cnc: seed of weight initialisation, noise, batches and the validation "
+                             "split (default: 0)")
     parser.set_defaults(handler=_fit)
 
 
@@ -103,21 +128,61 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_explain)
 
 
+def _add_probe(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "probe", help="linear or kNN probe of frozen embeddings: top-1 and top-5 accuracy of clip labels"
+    )
+    parser.add_argument("method", choices=("linear", "knn"),
+                        help="linear: logistic regression on standardised embeddings; knn: cosine kNN vote "
+                             "weighted by exp(similarity / temperature), as DINO evaluates features")
+    parser.add_argument("--train", type=Path, required=True, help="labelled embeddings folder to fit on")
+    parser.add_argument("--test", type=Path, required=True, help="labelled embeddings folder to measure on")
+    parser.add_argument("--label-field", default="label",
+                        help="meta.jsonl field that contains each clip's class (default: label)")
+    parser.add_argument("--k", type=int, default=20, help="knn only: neighbours that vote (default: 20)")
+    parser.add_argument("--temperature", type=float, default=0.07,
+                        help="knn only: vote weight exp(similarity / temperature) (default: 0.07)")
+    parser.add_argument("--seed", type=int, default=0, help="linear only: solver seed (default: 0)")
+    parser.add_argument("--out", type=Path, help="JSON file to write the result to (optional)")
+    parser.set_defaults(handler=_probe)
+
+
 def _fit(args: argparse.Namespace) -> int:
     embeddings = load_embeddings(args.embeddings)
     vectors, meta = _normal_rows(embeddings, source=args.embeddings, exclude_anomalous=args.exclude_anomalous)
-    detector = KNNDetector(
-        k=args.k,
-        metric=args.metric,
-        aggregate=args.aggregate,
-        index=args.index,
-        contamination=args.contamination,
-        reference_quantile=args.reference_quantile,
-    )
-    detector.fit(vectors, meta)
+    detector = _new_detector(args)
+    if args.method == "iae":
+        length = DEFAULT_SEQUENCE_LENGTH if args.sequence_length is None else args.sequence_length
+        windows = build_windows(vectors, meta, length)
+        detector.fit(windows.sequences, windows.meta)
+        described = f"{len(windows.meta)} sequences of {length} normal clips"
+    else:
+        detector.fit(vectors, meta)
+        described = f"{len(meta)} normal clips"
     detector.save(args.out)
-    print(f"detector: {args.out} ({len(meta)} normal clips, threshold {detector.threshold_:.4f})")
+    print(f"detector: {args.out} ({described}, threshold {detector.threshold_:.4g})")
     return 0
+
+
+def _new_detector(args: argparse.Namespace) -> Detector:
+    if args.sequence_length is not None and args.method != "iae":
+        raise DetectInputError(f"--sequence-length applies to --method iae only, not {args.method}")
+    if args.epochs is not None and args.method == "knn":
+        raise DetectInputError("--epochs applies to --method iae and cnc only; knn has no training epochs")
+    if args.method == "knn":
+        return KNNDetector(
+            k=args.k,
+            metric=args.metric,
+            aggregate=args.aggregate,
+            index=args.index,
+            contamination=args.contamination,
+            reference_quantile=args.reference_quantile,
+        )
+    if args.method == "iae":
+        epochs = {} if args.epochs is None else {"max_epochs": args.epochs}
+        return IAEDetector(seed=args.seed, contamination=args.contamination, **epochs)
+    epochs = {} if args.epochs is None else {"epochs": args.epochs}
+    return CnCDetector(seed=args.seed, contamination=args.contamination, **epochs)
 
 
 def _normal_rows(
@@ -147,7 +212,8 @@ def _normal_rows(
 def _score(args: argparse.Namespace) -> int:
     detector = load_detector(args.model)
     embeddings = load_embeddings(args.embeddings)
-    rows, header = score_embeddings(
+    score_function = score_sequence_embeddings if detector.input_ndim == 3 else score_embeddings
+    rows, header = score_function(
         detector, embeddings, model_path=args.model, embeddings_path=args.embeddings
     )
     write_scores(args.out, rows, header)
@@ -174,3 +240,45 @@ def _explain(args: argparse.Namespace) -> int:
     index_path = write_report(args.out, scores, args.shards, top=args.top, metrics_path=args.metrics)
     print(index_path)
     return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    train = load_embeddings(args.train)
+    test = load_embeddings(args.test)
+    if train.dimension != test.dimension:
+        raise DetectInputError(
+            f"{args.test} has dimension {test.dimension} but {args.train} has dimension {train.dimension}"
+        )
+    train_labels = read_labels(train.meta, field=args.label_field, source=str(args.train / "meta.jsonl"))
+    test_labels = read_labels(test.meta, field=args.label_field, source=str(args.test / "meta.jsonl"))
+    train_vectors, test_vectors = np.asarray(train.vectors), np.asarray(test.vectors)
+
+    result: ProbeResult
+    if args.method == "linear":
+        result = linear_probe(train_vectors, train_labels, test_vectors, test_labels, seed=args.seed)
+    else:
+        result = knn_probe(
+            train_vectors, train_labels, test_vectors, test_labels, k=args.k, temperature=args.temperature
+        )
+
+    print(
+        f"{result.method} probe: top-1 {result.top1:.4f}, top-{result.top_k} {result.top5:.4f} "
+        f"({result.test_count} test clips, {result.class_count} classes, {result.train_count} training clips)"
+    )
+    if args.out is not None:
+        description = {
+            **result.as_dict(),
+            "train": str(args.train.resolve()),
+            "test": str(args.test.resolve()),
+            "label_field": args.label_field,
+        }
+        _write_json_atomically(args.out, description)
+        print(f"result: {args.out}")
+    return 0
+
+
+def _write_json_atomically(path: Path, value: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(json.dumps(value, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
