@@ -69,6 +69,15 @@ class DataConfig:
     shuffle_buffer: int = config_field(
         64, help="clips held in the streaming shuffle buffer; 64-1000 (larger mixes better, costs memory)"
     )
+    local_views: int = config_field(
+        0, help="small local views per clip besides the two global ones (DINO multi-crop, student only); 0 or 2-10"
+    )
+    local_crop_size: int = config_field(
+        48, help="side in pixels of each local view, about half of crop_size; 16 or more"
+    )
+    local_crop_scale: tuple[float, float] = config_field(
+        (0.05, 0.3), help="min and max area fraction of the local views' random resized crop; (0.05, 0.3-0.4)"
+    )
 
     def __post_init__(self) -> None:
         _require(self.num_frames >= 1, f"data.num_frames must be at least 1, got {self.num_frames}")
@@ -82,6 +91,15 @@ class DataConfig:
         _require(self.n_mels >= 8, f"data.n_mels must be at least 8, got {self.n_mels}")
         _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
         _require(self.shuffle_buffer >= 1, f"data.shuffle_buffer must be at least 1, got {self.shuffle_buffer}")
+        _require(self.local_views >= 0, f"data.local_views must be >= 0, got {self.local_views}")
+        _require(
+            self.local_crop_size >= 16, f"data.local_crop_size must be at least 16 pixels, got {self.local_crop_size}"
+        )
+        low, high = self.local_crop_scale
+        _require(
+            0.0 < low <= high <= 1.0,
+            f"data.local_crop_scale must satisfy 0 < min <= max <= 1, got {self.local_crop_scale}",
+        )
 
     @property
     def uses_video(self) -> bool:
@@ -120,7 +138,11 @@ class ModelConfig:
 class MethodConfig:
     """The self-supervised objective and its heads."""
 
-    name: Literal["byol"] = config_field("byol", help="self-supervised method; 'byol'")
+    name: Literal["byol", "dino", "audio_shift"] = config_field(
+        "byol",
+        help="self-supervised method: 'byol', 'dino' (self-distillation with multi-crop) or 'audio_shift' "
+        "(audio-visual sync energy; needs audio_video)",
+    )
     projector_hidden_dim: int = config_field(
         4096, help="hidden width of the projector MLP; 4096 in BYOL, 256-1024 on CPU"
     )
@@ -138,8 +160,52 @@ class MethodConfig:
         help="weight of the cross-modal term (video view predicts the audio target and back), added to the "
         "joint term; needs audio_video; 0 disables, 0.5-1 typical",
     )
+    head_hidden_dim: int = config_field(2048, help="DINO: hidden width of the 3-layer head MLP; 2048, 256-512 on CPU")
+    head_bottleneck_dim: int = config_field(
+        256, help="DINO: size of the L2-normalised bottleneck before the last layer; 64-256"
+    )
+    head_out_dim: int = config_field(
+        4096, help="DINO: K, the number of prototypes the softmax runs over; 4096-65536, 256-1024 on CPU"
+    )
+    student_temp: float = config_field(0.1, help="DINO: softmax temperature of the student; 0.1")
+    teacher_temp: float = config_field(
+        0.07, help="DINO: teacher temperature after warm-up; 0.04-0.07 (above 0.07 training tends to collapse)"
+    )
+    teacher_temp_start: float = config_field(
+        0.04, help="DINO: teacher temperature at step 0, raised linearly to teacher_temp; 0.04"
+    )
+    teacher_temp_warmup_steps: int = config_field(
+        300, help="DINO: optimiser steps of the linear teacher temperature warm-up; about 5-30% of total_steps"
+    )
+    center_momentum: float = config_field(
+        0.9, help="DINO: EMA momentum of the centre subtracted from teacher outputs; 0.9-0.99"
+    )
+    shift_min_seconds: float = config_field(
+        0.5, help="audio_shift: smallest time shift of the out-of-sync audio, in seconds; 0.3-1"
+    )
+    shift_max_seconds: float = config_field(
+        2.5, help="audio_shift: largest time shift of the out-of-sync audio, either direction, in seconds; 1-5"
+    )
 
     def __post_init__(self) -> None:
+        for name in ("head_hidden_dim", "head_bottleneck_dim", "head_out_dim"):
+            value = getattr(self, name)
+            _require(value >= 1, f"method.{name} must be >= 1, got {value}")
+        for name in ("student_temp", "teacher_temp", "teacher_temp_start"):
+            value = getattr(self, name)
+            _require(value > 0.0, f"method.{name} must be > 0, got {value}")
+        _require(
+            self.teacher_temp_warmup_steps >= 0,
+            f"method.teacher_temp_warmup_steps must be >= 0, got {self.teacher_temp_warmup_steps}",
+        )
+        _require(
+            0.0 <= self.center_momentum < 1.0, f"method.center_momentum must be in [0, 1), got {self.center_momentum}"
+        )
+        _require(
+            0.0 < self.shift_min_seconds <= self.shift_max_seconds,
+            "method.shift_min_seconds and shift_max_seconds must satisfy 0 < min <= max, got "
+            f"{self.shift_min_seconds} and {self.shift_max_seconds}",
+        )
         for name in ("projector_hidden_dim", "projector_dim", "predictor_hidden_dim"):
             value = getattr(self, name)
             _require(value >= 1, f"method.{name} must be >= 1, got {value}")
@@ -219,6 +285,17 @@ class PretrainConfig:
     run: RunConfig = config_field(help="run folder, seed and logging", default_factory=RunConfig)
 
     def __post_init__(self) -> None:
+        if self.method.name == "audio_shift":
+            _require(
+                self.data.modality == "audio_video",
+                f"method.name 'audio_shift' needs data.modality 'audio_video', got {self.data.modality!r}",
+            )
+        if self.data.local_views > 0:
+            _require(
+                self.method.name == "dino",
+                f"data.local_views > 0 is used by method 'dino' only, got method.name {self.method.name!r}; "
+                "set data.local_views=0",
+            )
         if self.method.cross_modal_weight > 0.0:
             _require(
                 self.data.modality == "audio_video",

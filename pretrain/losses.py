@@ -25,3 +25,48 @@ def symmetric_byol_loss(
     first, second = predictions
     target_first, target_second = targets
     return 0.5 * (byol_loss(first, target_second) + byol_loss(second, target_first))
+
+
+def dino_loss(
+    student_logits: list[torch.Tensor],
+    teacher_logits: list[torch.Tensor],
+    center: torch.Tensor,
+    student_temp: float,
+    teacher_temp: float,
+) -> torch.Tensor:
+    """Return the DINO cross-entropy H(softmax((t - c) / T_t), softmax(s / T_s)) averaged over view pairs.
+
+    `student_logits` contains one (B, K) tensor per view with the global views first, in the same order as
+    `teacher_logits`, which contains the global views only. Every teacher view is paired with every student
+    view except itself, so with 2 global and N local views there are 2 * (N + 1) pairs. The teacher side
+    is centred by `center` (1, K), sharpened by `teacher_temp` and detached here.
+    """
+    if len(student_logits) < len(teacher_logits):
+        raise ValueError(
+            f"the student needs at least the teacher's {len(teacher_logits)} views, got {len(student_logits)}"
+        )
+    teacher_probs = [
+        F.softmax((logits.detach().float() - center) / teacher_temp, dim=-1) for logits in teacher_logits
+    ]  # each (B, K)
+    student_log_probs = [F.log_softmax(logits.float() / student_temp, dim=-1) for logits in student_logits]
+
+    total = student_logits[0].new_zeros((), dtype=torch.float32)
+    pairs = 0
+    for teacher_index, probs in enumerate(teacher_probs):
+        for student_index, log_probs in enumerate(student_log_probs):
+            if student_index == teacher_index:
+                continue
+            total = total + (-probs * log_probs).sum(dim=-1).mean()
+            pairs += 1
+    if pairs == 0:
+        raise ValueError("DINO needs at least two views to form a pair of different views")
+    return total / pairs
+
+
+def sync_energy_loss(energy: torch.Tensor, in_sync: torch.Tensor) -> torch.Tensor:
+    """Return the binary cross-entropy of the audio-visual sync classifier whose logit is -energy.
+
+    `energy` (B,) is low for pairs the model thinks are in sync; `in_sync` (B,) is 1 for true audio and
+    0 for time-shifted audio.
+    """
+    return F.binary_cross_entropy_with_logits(-energy.float(), in_sync.float())

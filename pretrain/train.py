@@ -61,7 +61,7 @@ def train(config: PretrainConfig, *, resume: bool = False) -> Path:
         mixed_precision=config.optim.mixed_precision,
         gradient_accumulation_steps=config.optim.grad_accumulation,
     )
-    urls = check_shards(config.data)
+    urls = check_shards(config.data, config.method)
     resume_source = locate_run_folder(config.run.out_dir, resume)
     config_dict = config_to_dict(config)
 
@@ -108,6 +108,7 @@ def train(config: PretrainConfig, *, resume: bool = False) -> Path:
         rank=accelerator.process_index,
         start_step=state.step,
         pin_memory=accelerator.device.type == "cuda",
+        method=config.method,
     )
 
     tracker = None
@@ -166,12 +167,16 @@ def run_loop(
     while state.step < optim.total_steps:
         # Forward and backward over the micro-batches of one optimiser step.
         step_logs: dict[str, float] = {}
+        set_step = getattr(method, "set_step", None)
+        if set_step is not None:
+            set_step(state.step)
         for _ in range(optim.grad_accumulation):
             batch = next(batches)
+            # Every tensor of the batch goes to the method: the views, plus the local views of multi-crop.
             inputs = {
-                name: batch[name].to(accelerator.device, non_blocking=True)
-                for name in ("video", "audio")
-                if name in batch
+                name: value.to(accelerator.device, non_blocking=True)
+                for name, value in batch.items()
+                if isinstance(value, torch.Tensor)
             }
             with accelerator.accumulate(model):
                 loss, logs = model(inputs)
