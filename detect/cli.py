@@ -46,7 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> tuple[type[Exception], .
 
 
 def _add_fit(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("fit", help="fit a detector on the embeddings of normal clips")
+    parser = commands.add_parser(
+        "fit",
+        help="fit a detector on the embeddings of normal clips",
+        description="Fit a detector on the embeddings of normal clips only and write its folder. Clips whose "
+        "frame labels mark an anomalous frame are rejected unless --exclude-anomalous drops them.",
+    )
     parser.add_argument("--method", choices=FIT_METHODS, default="knn",
                         help="knn: distance to the nearest normal clips; iae: interpolating autoencoder on "
                              "sequences of consecutive clips; cnc: Clear & Concise codelength autoencoder on "
@@ -89,7 +94,10 @@ def _add_fit(commands: argparse._SubParsersAction) -> None:
 
 def _add_score(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "score", help="score every clip of an embeddings folder and list its neighbours"
+        "score",
+        help="score every clip of an embeddings folder and list its neighbours",
+        description="Score every clip of an embeddings folder (higher = more anomalous) and write, per clip, "
+        "its score and its nearest normal clips with their distances.",
     )
     parser.add_argument("--model", type=Path, required=True, help="detector folder written by `detect fit`")
     parser.add_argument("--embeddings", type=Path, required=True, help="embeddings folder to score")
@@ -98,7 +106,13 @@ def _add_score(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_evaluate(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("evaluate", help="AUROC, EER, AUPRC and AP of a scores folder, with plots")
+    parser = commands.add_parser(
+        "evaluate",
+        help="AUROC, EER, AUPRC and AP of a scores folder, with plots",
+        description="Map clip scores to frames (each frame takes the maximum score of the clips covering it) "
+        "and report AUROC, EER, AUPRC and AP, micro and macro, plus the centre-frame rule; write "
+        "metrics.json, ROC and PR curves and per-video score timelines.",
+    )
     parser.add_argument("--scores", type=Path, required=True, help="scores folder written by `detect score`")
     parser.add_argument("--out", type=Path, help="output folder (default: SCORES/evaluation)")
     parser.add_argument("--smooth-sigma", type=float, default=0.0,
@@ -113,7 +127,10 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 def _add_explain(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "explain", help="static HTML report of the top alarms and their nearest normal clips"
+        "explain",
+        help="static HTML report of the top alarms and their nearest normal clips",
+        description="Write a static HTML report that opens from disk: score timelines, and each top alarm "
+        "beside its nearest normal clips with thumbnails, distances, sources and time spans.",
     )
     parser.add_argument("--scores", type=Path, required=True, help="scores folder written by `detect score`")
     parser.add_argument("--shards", type=Path, nargs="+", required=True,

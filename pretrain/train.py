@@ -222,7 +222,7 @@ def run_loop(
             }
             if tracker is not None:
                 tracker.log(record)
-            progress.set_postfix(loss=f"{record['loss']:.4f}", std=f"{record['embedding_std']:.4f}")
+            progress.set_postfix(loss=f"{record['loss']:.4f}", embedding_std=f"{record['embedding_std']:.4f}")
             window_start = time.perf_counter()
             window_steps = 0
 
