@@ -24,11 +24,7 @@ def score_embeddings(
     A clip whose key is a normal training key is scored without itself (leave-one-out), so scoring the
     training folder gives honest scores. For a kNN detector each row lists its k nearest normal neighbours.
     """
-    if embeddings.dimension != detector.dimension_:
-        raise DetectInputError(
-            f"embeddings have dimension {embeddings.dimension} "
-            f"but the model was fitted on {detector.dimension_}"
-        )
+    check_dimension(detector, embeddings)
 
     keys = embeddings.keys
     neighbour_lists: list[list[dict[str, Any]]]
@@ -49,13 +45,40 @@ def score_embeddings(
         scores = detector.score(np.asarray(embeddings.vectors), keys=keys)
         neighbour_lists = [[] for _ in keys]
 
-    rows = []
-    for meta, score, neighbours in zip(embeddings.meta, scores, neighbour_lists):
-        row = {"key": meta["key"], "score": float(score), "neighbours": neighbours}
-        row.update((field, value) for field, value in meta.items() if field not in row)
-        rows.append(row)
+    rows = score_rows(embeddings.meta, scores, neighbour_lists)
+    header = scores_header(detector, embeddings, model_path=model_path, embeddings_path=embeddings_path)
+    if isinstance(detector, KNNDetector):
+        header["nearest_distance_reference"] = detector.nearest_distance_reference_
+        header["reference_quantile"] = detector.reference_quantile
+    return rows, header
 
-    header = {
+
+def check_dimension(detector: Detector, embeddings: Embeddings) -> None:
+    """Raise `DetectInputError` naming both dimensions when the embeddings do not fit the detector."""
+    if embeddings.dimension != detector.dimension_:
+        raise DetectInputError(
+            f"embeddings have dimension {embeddings.dimension} "
+            f"but the model was fitted on {detector.dimension_}"
+        )
+
+
+def score_rows(
+    meta: list[dict[str, Any]], scores: np.ndarray, neighbour_lists: list[list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Build one scores row per item: key, score and neighbours first, then the item's metadata fields."""
+    rows = []
+    for item_meta, score, neighbours in zip(meta, scores, neighbour_lists):
+        row = {"key": item_meta["key"], "score": float(score), "neighbours": neighbours}
+        row.update((field, value) for field, value in item_meta.items() if field not in row)
+        rows.append(row)
+    return rows
+
+
+def scores_header(
+    detector: Detector, embeddings: Embeddings, *, model_path: Path, embeddings_path: Path
+) -> dict[str, Any]:
+    """Build the scores header fields that every detector writes."""
+    return {
         "detector": detector.name,
         "model": str(model_path.resolve()),
         "embeddings": str(embeddings_path.resolve()),
@@ -65,7 +88,3 @@ def score_embeddings(
         "normal_count": len(detector.normal_meta_),
         "embeddings_header": embeddings.header,
     }
-    if isinstance(detector, KNNDetector):
-        header["nearest_distance_reference"] = detector.nearest_distance_reference_
-        header["reference_quantile"] = detector.reference_quantile
-    return rows, header

@@ -24,6 +24,7 @@ from detect.base import Detector
 from detect.embeddings import Embeddings
 from detect.errors import DetectInputError
 from detect.frame_scores import video_id
+from detect.scoring import check_dimension, score_rows, scores_header
 
 logger = logging.getLogger(__name__)
 
@@ -97,32 +98,17 @@ def score_sequence_embeddings(
     The rows and header have the fields `detect score` writes for every detector; the header adds
     `sequence_length`, `window_rule` and the count of `unscored_clips`.
     """
-    if embeddings.dimension != detector.dimension_:
-        raise DetectInputError(
-            f"embeddings have dimension {embeddings.dimension} "
-            f"but the model was fitted on {detector.dimension_}"
-        )
+    check_dimension(detector, embeddings)
     windows = build_windows(embeddings.vectors, embeddings.meta, detector.sequence_length_)
     scores = detector.score(windows.sequences)  # (W,)
 
-    rows = []
-    for meta, score in zip(windows.meta, scores):
-        row = {"key": meta["key"], "score": float(score), "neighbours": []}
-        row.update((field, value) for field, value in meta.items() if field not in row)
-        rows.append(row)
-    header = {
-        "detector": detector.name,
-        "model": str(model_path.resolve()),
-        "embeddings": str(embeddings_path.resolve()),
-        "dimension": detector.dimension_,
-        "settings": detector.settings(),
-        "threshold": detector.threshold_,
-        "normal_count": len(detector.normal_meta_),
-        "embeddings_header": embeddings.header,
-        "sequence_length": detector.sequence_length_,
-        "window_rule": WINDOW_RULE,
-        "unscored_clips": windows.unscored_clips,
-    }
+    rows = score_rows(windows.meta, scores, [[] for _ in windows.meta])
+    header = scores_header(detector, embeddings, model_path=model_path, embeddings_path=embeddings_path)
+    header.update(
+        sequence_length=detector.sequence_length_,
+        window_rule=WINDOW_RULE,
+        unscored_clips=windows.unscored_clips,
+    )
     return rows, header
 
 
