@@ -6,9 +6,8 @@ feature, and a decoder d reconstructs x from the masked code. Training keeps rec
 inputs learn short codes. An anomalous input needs a longer code or reconstructs badly: both are scores.
 Method: section 4.4 of "Machine Learning Models for Multimodal Detection of Anomalous Behaviors" (2021).
 
-The estimator is a stack of causal 1-D convolutions over the code's feature axis: the mask of feature i
-depends on features 0..i only, so the code is read like a message whose later features are kept only when
-the earlier ones do not suffice. The mask is binarised by a threshold drawn uniformly per sample, with the
+The estimator is a stack of causal 1-D convolutions over the code's feature axis. The mask of feature i
+depends on features 0..i only, so a later feature is kept only when the earlier ones do not suffice. The mask is binarised by a threshold drawn uniformly per sample, with the
 straight-through trick m = b(m_hat) + m_hat - sg(m_hat) so gradients reach the estimator.
 
 The balance between clarity and concision follows a target reconstruction error theta_clear that decays
@@ -115,7 +114,7 @@ def fit_exponential_decay(losses: Sequence[float]) -> tuple[float, float, float]
     """Fit loss_t = floor + exp(intercept - rate * t) to the losses of epochs t = 1..T.
 
     Returns (floor, intercept, rate). Each of 64 floors evenly spaced in [0, min(loss)) gets a least-squares
-    line through log(loss_t - floor); the floor whose curve has the smallest squared error in loss units
+    line through log(loss_t - floor). The floor whose curve has the smallest squared error in loss units
     wins. The rate is clipped at 0, so a warm-up curve that rises gives a constant target.
     """
     values = np.maximum(np.asarray(losses, dtype=np.float64), 1e-12)
@@ -142,10 +141,11 @@ class CnCDetector(Detector):
     """Clear & Concise on rows (N, D); `score` returns the score named by `score_name`.
 
     Scores, all higher = more anomalous, averaged over 16 evenly spaced mask thresholds:
-    `codelength`: number of code features the binary mask keeps;
-    `reconstruction`: mean squared error per input feature (on standardised inputs) of the masked
-    reconstruction; `combined`: the sum of both after each is standardised with the mean and standard
-    deviation of the normal training rows' scores. Training scores are in-sample.
+    - `codelength`: number of code features the binary mask keeps;
+    - `reconstruction`: mean squared error per input feature (on standardised inputs) of the masked
+      reconstruction;
+    - `combined`: the sum of both, each first standardised with the mean and standard deviation of the
+      normal training rows' scores. Training scores are in-sample.
     """
 
     name = "clear_and_concise"

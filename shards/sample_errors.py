@@ -11,7 +11,7 @@ class SampleErrorLog:
     """A WebDataset exception handler that logs each error with its shard (and key, when known) and counts it.
 
     Returning True makes WebDataset skip the failed item and continue. In a DataLoader each worker
-    process holds its own copy, so its `count` covers that worker only, while every error is still logged.
+    process keeps its own copy, so its `count` covers that worker only, while every error is still logged.
     """
 
     def __init__(self, description: str = "shard data"):

@@ -60,7 +60,7 @@ def read_output(path: Path) -> tuple[np.ndarray, float, tuple[int, int]]:
 
 
 def read_source(path: Path) -> np.ndarray:
-    """Decode vtest.avi with PyAV and downscale it as the rule says: grey (T, 288, 384)."""
+    """Decode vtest.avi with PyAV and downscale it as the rule describes: grey (T, 288, 384)."""
     with av.open(str(path)) as container:
         return np.concatenate(
             [to_grey(frame.to_ndarray(format="rgb24")[None], halve=True) for frame in container.decode(video=0)]
