@@ -16,7 +16,7 @@ from detect.cnc import CnCDetector
 from detect.embeddings import Embeddings, load_embeddings
 from detect.errors import DetectInputError
 from detect.evaluate import evaluate_scores, format_table, write_evaluation
-from detect.explain import write_report
+from detect.explain_cli import add_explain_command
 from detect.iae import IAEDetector
 from detect.json_files import finite_float
 from detect.knn import AGGREGATES, INDEXES, METRICS, KNNDetector
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> tuple[type[Exception], .
     _add_fit(commands)
     _add_score(commands)
     _add_evaluate(commands)
-    _add_explain(commands)
+    add_explain_command(commands)
     _add_probe(subparsers)
     return (DetectInputError,)
 
@@ -123,26 +123,6 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
                         help="clip label that means normal, for clip-level evaluation; repeatable "
                              "(default: normal)")
     parser.set_defaults(handler=_evaluate)
-
-
-def _add_explain(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "explain",
-        help="static HTML report of the top alarms and their nearest normal clips",
-        description="Write a static HTML report that opens from disk: score timelines, and each top alarm "
-        "beside its nearest normal clips with thumbnails, distances, sources and time spans.",
-    )
-    parser.add_argument("--scores", type=Path, required=True, help="scores folder written by `detect score`")
-    parser.add_argument("--shards", type=Path, nargs="+", required=True,
-                        help="shard folders containing the scored and the normal clips")
-    parser.add_argument("--out", type=Path, required=True, help="report folder to write")
-    parser.add_argument(
-        "--top", type=int, default=12, help="number of highest-scoring clips to show (default: 12)"
-    )
-    parser.add_argument(
-        "--metrics", type=Path, help="metrics.json from `detect evaluate` to show in the summary"
-    )
-    parser.set_defaults(handler=_explain)
 
 
 def _add_probe(subparsers: argparse._SubParsersAction) -> None:
@@ -249,13 +229,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     write_evaluation(out, evaluation, threshold=finite_float(scores.header.get("threshold")))
     print(format_table(evaluation.metrics))
     print(f"metrics: {out / 'metrics.json'}")
-    return 0
-
-
-def _explain(args: argparse.Namespace) -> int:
-    scores = read_scores(args.scores)
-    index_path = write_report(args.out, scores, args.shards, top=args.top, metrics_path=args.metrics)
-    print(index_path)
     return 0
 
 
