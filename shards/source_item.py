@@ -1,0 +1,38 @@
+"""One input of a shard build: where its pictures are, what it is called, and what is known about it.
+
+Collection readers (a folder of videos, Kinetics and AudioSet CSVs, the anomaly benchmarks, a manifest) turn
+their layouts into a list of `SourceItem`s; the builder cuts each item into clips the same way whatever the
+collection. Keeping this the only thing they share lets a new layout be added without touching the builder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """A video file, or a folder of frame images, with its label and per-frame ground truth."""
+
+    path: Path
+    """A video file, or a folder of frame images (sorted by name) when `fps` is set."""
+    stem: str
+    """Unique within a build; clip keys are `<stem>-<start ms>`. Readers derive it from the path."""
+    label: str | None = None
+    """Class label of the whole item (Kinetics class, AudioSet label names joined by ';'), if known."""
+    split: str | None = None
+    """'train', 'val', 'test' or None, as the collection's layout says."""
+    frame_labels: np.ndarray | None = None
+    """0/1 anomaly label of every frame, shape (num_frames,), int8; None when the source has none."""
+    fps: float | None = None
+    """Frame rate of a frame-image folder (the benchmarks publish it); None for video files."""
+    collection: str = "folder"
+    """Which reader produced the item ('folder', 'kinetics', 'audioset', 'ucsd', 'avenue', ...)."""
+
+    @property
+    def is_frame_folder(self) -> bool:
+        """True when `path` is a folder of frame images rather than a video file."""
+        return self.fps is not None
