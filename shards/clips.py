@@ -33,7 +33,8 @@ def clip_spans(duration_s: float, clip_seconds: float, stride_seconds: float) ->
     if not math.isfinite(duration_s) or duration_s + BOUNDARY_TOLERANCE_S < clip_seconds:
         return []
 
-    count = math.floor((duration_s - clip_seconds) / stride_seconds + 1e-9) + 1
+    # The tolerance keeps the last clip of a source whose float32 timestamps put its end a hair short.
+    count = math.floor((duration_s - clip_seconds + BOUNDARY_TOLERANCE_S) / stride_seconds) + 1
     spans = []
     for k in range(count):
         start = round(k * stride_seconds, 6)
