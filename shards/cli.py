@@ -7,15 +7,25 @@ module never imports `pretrain` or `detect`.
 Protocol for a layer: `register(subparsers)` adds its parsers, sets `handler` on each (a function taking the
 parsed arguments and returning an exit status), and returns the exception classes that mean "the user's input
 is wrong". The dispatcher prints such an exception as one line and exits with status 2, with no traceback.
-Any other exception is a bug, so it keeps its traceback.
+A full disk, a file-size limit, a read-only or forbidden destination is the machine's state, not a bug:
+one line and status 1. Any other exception is a bug, so it keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import re
 import sys
 from importlib.metadata import entry_points
+
+from tqdm import tqdm
+
+# OSError numbers that describe the machine (storage full or forbidden), which the user must fix there.
+ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES})
+# numpy reports a short write without an errno: "12800 requested and 968 written".
+SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
 
 
 def register(subparsers: argparse._SubParsersAction) -> tuple[type[Exception], ...]:
@@ -53,11 +63,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except input_errors as error:
-        print(f"latentwatch: error: {error}", file=sys.stderr)
+        _print_error(str(error))
         return 2
+    except OSError as error:
+        if error.errno in ENVIRONMENT_ERRNOS:
+            _print_error(f"cannot write or read: {error}")
+            return 1
+        if error.errno is None and SHORT_WRITE.search(str(error)):
+            _print_error(f"a write was cut short, so the disk is probably full ({error})")
+            return 1
+        raise
     except KeyboardInterrupt:
         print("latentwatch: interrupted", file=sys.stderr)
         return 130
+
+
+def _print_error(message: str) -> None:
+    """Print the one error line on a line of its own, after closing progress bars the failed command left open."""
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+    print(f"latentwatch: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":
