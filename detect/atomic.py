@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import shutil
@@ -32,7 +33,10 @@ def atomic_folder(target: str | os.PathLike, *, marker: str) -> Iterator[Path]:
         )
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    _remove_leftovers(target)
+    temporary = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent)
+    )
     # mkdtemp creates the folder readable by its owner only; an output folder gets ordinary permissions.
     os.chmod(temporary, 0o755)
     try:
@@ -43,13 +47,38 @@ def atomic_folder(target: str | os.PathLike, *, marker: str) -> Iterator[Path]:
 
     if target.exists():
         # Two renames keep the time without a complete folder at `target` as short as the file system allows.
-        retired = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+        retired = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.old")
         target.rename(retired)
         temporary.rename(target)
         shutil.rmtree(retired, ignore_errors=True)
         logger.info("replaced %s", target)
     else:
         temporary.rename(target)
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Delete temporary folders of `target` left by writers that were killed (their process is gone).
+
+    Names carry the writer's process id, so a folder that another live process is still writing is kept.
+    """
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        parts = leftover.name[len(target.name) + 2:].split(".")
+        if leftover.suffix not in (".partial", ".old") or not parts[0].isdigit():
+            continue
+        if _process_alive(int(parts[0])):
+            continue
+        shutil.rmtree(leftover, ignore_errors=True)
+        logger.info("removed %s, left by an interrupted write", leftover)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _is_replaceable(target: Path, marker: str) -> bool:
