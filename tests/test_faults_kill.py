@@ -38,7 +38,7 @@ def hidden_entries(folder: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_killed_scoring_never_leaves_a_finished_looking_folder(embeddings, tmp_path):
+def test_killed_scoring_never_leaves_a_finished_looking_folder(embeddings, tmp_path, exhaustive):
     model = tmp_path / "model"
     fit = subprocess.run([str(LATENTWATCH), "detect", "fit", "--embeddings", str(embeddings), "--out",
                           str(model)], capture_output=True, text=True)
@@ -54,7 +54,7 @@ def test_killed_scoring_never_leaves_a_finished_looking_folder(embeddings, tmp_p
     expected = read_scores(tmp_path / "scores")
 
     outputs_seen = 0
-    for fraction in np.random.default_rng(0).uniform(0.3, 1.1, size=3):
+    for fraction in np.random.default_rng(0).uniform(0.3, 1.1, size=8 if exhaustive else 2):
         (tmp_path / "scores").rename(tmp_path / f"done-{outputs_seen}") if (tmp_path / "scores").exists() else None
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(duration * fraction)
