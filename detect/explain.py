@@ -1,18 +1,19 @@
 """Static HTML report that explains the top alarms by their nearest normal clips.
 
-The report is `index.html` plus `images/`, with relative links only, inline CSS and no scripts, so it
-opens from disk without a network. For each top alarm it shows the clip's frames and its k nearest normal
-clips with their distances, and marks alarms whose nearest normal clip is farther than the reference
-distance stored at fit time ("nothing normal is near").
+The report is `index.html` plus `media/` (thumbnails, video excerpts, audio, spectrograms), `images/`
+(plots) and `clips/` (every scored clip in paged tables), with relative links only, inline CSS and no
+scripts, so it opens from disk without a network. For each top alarm it shows the clip beside its k
+nearest normal clips with their distances, and marks alarms whose nearest normal clip is farther than the
+reference distance stored at fit time ("nothing normal is near"). Clips that cannot be shown, and shard
+folders that are missing, are marked with the reason; the page still renders.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
-import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,26 @@ from tqdm import tqdm
 
 from detect.atomic import atomic_folder
 from detect.errors import DetectInputError
-from detect.evaluate import evaluate_scores
+from detect.evaluate import Evaluation, evaluate_scores
 from detect.frame_scores import frames_of_videos, video_id
 from detect.json_files import finite_float, read_json_object, read_jsonl_objects
 from detect.metrics import METRIC_NAMES
-from detect.plots import plot_timeline, timeline_file_name
+from detect.plots import plot_precision_recall, plot_roc
+from detect.report_html import (
+    as_text,
+    audio_or_reason,
+    escape,
+    figure,
+    ground_truth,
+    image_or_reason,
+    page,
+    source_and_span,
+    video_or_reason,
+)
+from detect.report_media import ClipMediaWriter
+from detect.report_modalities import ModalityScores, build_modalities, modality_section
+from detect.report_pages import pages_link_list, write_clip_pages
+from detect.report_timeline import alarms_of_video, timeline_svg
 from detect.scores import Scores
 from detect.shard_clips import ShardClipIndex
 
@@ -32,17 +48,7 @@ logger = logging.getLogger(__name__)
 
 # Timelines beyond this many videos are counted, not drawn; videos with top alarms come first.
 MAX_TIMELINES = 20
-
-_STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1200px; }
-table { border-collapse: collapse; margin: 0.5em 0; }
-td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; font-size: 14px; }
-.alarm { border: 1px solid #999; border-radius: 6px; padding: 0.8em; margin: 1.2em 0; }
-.far { background: #fde2e1; border: 1px solid #c0392b; padding: 4px 8px; display: inline-block; }
-.missing { color: #a00; font-style: italic; }
-img { display: block; }
-.key { font-family: monospace; }
-"""
+DEFAULT_PAGE_SIZE = 100
 
 
 def write_report(
@@ -53,12 +59,22 @@ def write_report(
     top: int = 12,
     metrics_path: Path | None = None,
     strip_frames: int = 4,
+    modalities: list[tuple[str, Scores]] | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
 ) -> Path:
-    """Write the report folder atomically and return the path of its index.html."""
+    """Write the report folder atomically and return the path of its index.html.
+
+    `modalities` adds (name, scores) pairs of the same clips scored on other embeddings, such as video
+    and audio beside the joint ones. Each alarm then shows every modality's distances side by side.
+    """
     if top < 1:
         raise DetectInputError(f"--top must be at least 1, got {top}")
-    metrics, metrics_note = _load_or_compute_metrics(scores, metrics_path)
-    ranked = sorted(scores.rows, key=lambda row: row["score"], reverse=True)[:top]
+    if page_size < 1:
+        raise DetectInputError(f"--page-size must be at least 1, got {page_size}")
+    compared = build_modalities(scores, modalities) if modalities else []
+    metrics, metrics_note, evaluation = _load_or_compute_metrics(scores, metrics_path)
+    ranked_all = sorted(scores.rows, key=lambda row: row["score"], reverse=True)
+    ranked = ranked_all[:top]
     neighbour_meta = _NeighbourMetadata(scores)
 
     directory = Path(directory)
@@ -66,28 +82,73 @@ def write_report(
         ShardClipIndex(shard_folders) as shard_index,
         atomic_folder(directory, marker="index.html") as temporary,
     ):
-        images = temporary / "images"
-        images.mkdir()
+        (temporary / "images").mkdir()
+        (temporary / "media").mkdir()
         neighbour_meta.shard_index = shard_index
-        strips = _StripWriter(shard_index, images, strip_frames)
+        media = ClipMediaWriter(shard_index, temporary / "media", "media", strip_frames=strip_frames)
 
-        timelines, omitted = _write_timelines(scores, ranked, images)
+        curves = _curve_images(metrics, metrics_path, evaluation, temporary / "images")
+        timelines, omitted = _timelines(scores, ranked)
         alarm_sections = []
         for rank, row in enumerate(tqdm(ranked, desc="explaining alarms", unit="alarm"), start=1):
-            alarm_sections.append(_alarm_section(rank, row, scores.header, strips, neighbour_meta))
+            alarm_sections.append(
+                _alarm_section(rank, len(ranked_all), row, scores, media, neighbour_meta, compared)
+            )
+        threshold = finite_float(scores.header.get("threshold"))
+        page_count = write_clip_pages(
+            temporary, ranked_all, top=top, page_size=page_size, threshold=threshold
+        )
 
-        page = _page(scores, metrics, metrics_note, timelines, omitted, alarm_sections, shard_index, top)
-        (temporary / "index.html").write_text(page, encoding="utf-8")
+        body = _summary(scores, shard_folders, compared, metrics, metrics_note, curves)
+        body += _timeline_section(timelines, omitted)
+        body += _shard_problems(shard_index)
+        body.append(f"<h2>Top {len(ranked)} alarms</h2>")
+        body.append(
+            f"<p>All {len(ranked_all)} scored clips, highest score first, {page_size} per page:</p>"
+            + pages_link_list(page_count, len(ranked_all), page_size)
+        )
+        body += alarm_sections
+        (temporary / "index.html").write_text(page("latentwatch alarm report", body), encoding="utf-8")
     return directory / "index.html"
 
 
-def _load_or_compute_metrics(scores: Scores, metrics_path: Path | None) -> tuple[dict[str, Any] | None, str]:
+def _load_or_compute_metrics(
+    scores: Scores, metrics_path: Path | None
+) -> tuple[dict[str, Any] | None, str, Evaluation | None]:
     if metrics_path is not None:
-        return read_json_object(metrics_path, role="metrics file"), f"from {metrics_path}"
+        return read_json_object(metrics_path, role="metrics file"), f"from {metrics_path}", None
     try:
-        return evaluate_scores(scores).metrics, "computed from the scores' labels, without smoothing"
+        evaluation = evaluate_scores(scores)
     except DetectInputError as error:
-        return None, f"not computable: {error}"
+        return None, f"not computable: {error}", None
+    return evaluation.metrics, "computed from the scores' labels, without smoothing", evaluation
+
+
+def _curve_images(
+    metrics: dict[str, Any] | None, metrics_path: Path | None, evaluation: Evaluation | None, images: Path
+) -> list[tuple[str, str]]:
+    """Copy the ROC and PR plots that `detect evaluate` wrote next to metrics.json, or draw them."""
+    written = []
+    if metrics_path is not None and metrics is not None:
+        plots = metrics.get("plots") if isinstance(metrics.get("plots"), dict) else {}
+        for name, title in (("roc", "ROC curve"), ("pr", "precision-recall curve")):
+            file_name = plots.get(name)
+            source = metrics_path.parent / file_name if isinstance(file_name, str) else None
+            if source is not None and source.is_file():
+                shutil.copyfile(source, images / f"{name}.png")
+                written.append((title, f"images/{name}.png"))
+            elif source is not None:
+                logger.warning("the %s named in %s is missing: %s", title, metrics_path, source)
+        return written
+    if evaluation is None or len(set(evaluation.curve_labels.tolist())) < 2:
+        return written
+    plot_roc(
+        images / "roc.png", evaluation.curve_labels, evaluation.curve_scores, title="ROC, frame level (micro)"
+    )
+    plot_precision_recall(
+        images / "pr.png", evaluation.curve_labels, evaluation.curve_scores, title="PR, frame level (micro)"
+    )
+    return [("ROC curve", "images/roc.png"), ("precision-recall curve", "images/pr.png")]
 
 
 class _NeighbourMetadata:
@@ -112,181 +173,211 @@ class _NeighbourMetadata:
         return shard_meta if shard_meta is not None else self.detector_meta.get(key)
 
 
-class _StripWriter:
-    """Thumbnail strip writer that draws each clip once and returns its path, or the reason it is missing."""
-
-    def __init__(self, shard_index: ShardClipIndex, images: Path, frame_count: int) -> None:
-        self.shard_index = shard_index
-        self.images = images
-        self.frame_count = frame_count
-        self.done: dict[str, tuple[str | None, str | None]] = {}
-
-    def strip(self, key: str) -> tuple[str | None, str | None]:
-        if key not in self.done:
-            name = f"clip-{len(self.done):04d}-{re.sub(r'[^A-Za-z0-9_-]', '_', key)[:60]}.jpg"
-            reason = self.shard_index.write_thumbnail_strip(
-                key, self.images / name, frame_count=self.frame_count
-            )
-            self.done[key] = (None, reason) if reason else (f"images/{name}", None)
-        return self.done[key]
-
-
-def _write_timelines(
-    scores: Scores, ranked: list[dict[str, Any]], images: Path
-) -> tuple[list[tuple[str, str]], int]:
+def _timelines(scores: Scores, ranked: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """Return inline SVG timelines, videos with top alarms first, and the number of videos not drawn."""
     videos, _ = frames_of_videos(scores.rows)
-    alarm_videos = [video_id(row) for row in ranked]
-    # Videos with top alarms come first, in alarm order; sort is stable, so the rest keep their order.
-    first_alarm = {}
-    for position, video in enumerate(alarm_videos):
-        first_alarm.setdefault(video, position)
+    first_alarm: dict[str, int] = {}
+    for position, row in enumerate(ranked):
+        first_alarm.setdefault(video_id(row), position)
+    # Sort is stable, so videos without top alarms keep their order.
     videos.sort(key=lambda video: first_alarm.get(video.video, len(ranked)))
     threshold = finite_float(scores.header.get("threshold"))
 
-    written = []
+    drawn = []
     for index, video in enumerate(videos[:MAX_TIMELINES]):
-        marked = [_centre_frame(row) for row in ranked if video_id(row) == video.video]
-        name = timeline_file_name(video.video, index)
-        plot_timeline(
-            images / name,
-            video,
-            threshold=threshold,
-            marked_frames=[frame for frame in marked if frame is not None],
-            title=f"{video.source_name}: frame scores (dotted: top alarms)",
+        alarms = alarms_of_video(ranked, video.video, video_id)
+        drawn.append(
+            timeline_svg(video, alarms, threshold=threshold, anchor="#alarm-{rank}", salt=f"timeline-{index}")
         )
-        written.append((video.source_name, f"images/{name}"))
-    return written, max(0, len(videos) - MAX_TIMELINES)
+    return drawn, max(0, len(videos) - MAX_TIMELINES)
 
 
-def _centre_frame(row: dict[str, Any]) -> int | None:
-    indices = row.get("frame_indices")
-    return int(indices[len(indices) // 2]) if isinstance(indices, list) and indices else None
+def _timeline_section(timelines: list[str], omitted: int) -> list[str]:
+    body = [
+        "<h2>Score timelines</h2>",
+        "<p>Red shading: ground-truth anomalous frames. Dashed line: alarm threshold. "
+        "Orange points: top alarms at their clip's centre frame; click one to open it.</p>",
+    ]
+    body += [f'<div class="timeline">{svg}</div>' for svg in timelines]
+    if omitted:
+        body.append(f"<p>{omitted} more videos are not drawn.</p>")
+    return body
+
+
+def _shard_problems(shard_index: ShardClipIndex) -> list[str]:
+    body = []
+    if shard_index.missing_folders:
+        body.append("<h2>Shard folders not found</h2>")
+        body.append("<p>Clips of these folders are shown without media.</p><ul>")
+        for path, reason in shard_index.missing_folders:
+            body.append(f"<li>{escape(str(path))}: {escape(reason)}</li>")
+        body.append("</ul>")
+    if shard_index.unreadable_tars:
+        body.append("<h2>Unreadable shard files</h2><ul>")
+        for path, reason in shard_index.unreadable_tars:
+            body.append(f"<li>{escape(str(path))}: {escape(reason)}</li>")
+        body.append("</ul>")
+    return body
 
 
 def _alarm_section(
     rank: int,
+    total: int,
     row: dict[str, Any],
-    header: dict[str, Any],
-    strips: _StripWriter,
-    neighbour_meta: _NeighbourMetadata,
-) -> str:
-    image, reason = strips.strip(row["key"])
-    parts = [
-        f'<div class="alarm"><h3>#{rank}: score {row["score"]:.4g}, '
-        f'<span class="key">{_escape(row["key"])}</span></h3>',
-        f"<p>{_escape(_source_and_span(row))}{_escape(_ground_truth(row))}</p>",
-        _image_or_reason(image, reason, alt=f"frames of {row['key']}"),
-    ]
-
-    neighbours = row.get("neighbours") or []
-    reference = finite_float(header.get("nearest_distance_reference"))
-    quantile = finite_float(header.get("reference_quantile"))
-    if neighbours and reference is not None and neighbours[0]["distance"] > reference:
-        parts.append(
-            f'<p class="far">Nothing normal is near: the nearest normal clip is at distance '
-            f'{neighbours[0]["distance"]:.4g}, above {reference:.4g}, '
-            f"the {quantile:g} quantile of the distances "
-            f"from each normal clip to its nearest other normal clip.</p>"
-        )
-    if not neighbours:
-        parts.append("<p>This detector lists no neighbours.</p>")
-    else:
-        parts.append(
-            "<table><tr><th>neighbour</th><th>distance</th><th>source and span</th><th>frames</th></tr>"
-        )
-        for position, neighbour in enumerate(neighbours, start=1):
-            meta = neighbour_meta.get(neighbour["key"])
-            span = _source_and_span(meta) if meta else "metadata not found"
-            n_image, n_reason = strips.strip(neighbour["key"])
-            parts.append(
-                f'<tr><td>{position}. <span class="key">{_escape(neighbour["key"])}</span></td>'
-                f'<td>{neighbour["distance"]:.4g}</td><td>{_escape(span)}</td>'
-                f'<td>{_image_or_reason(n_image, n_reason, alt="frames of " + neighbour["key"])}</td></tr>'
-            )
-        parts.append("</table>")
-    parts.append("</div>")
-    return "\n".join(parts)
-
-
-def _ground_truth(row: dict[str, Any]) -> str:
-    """Describe the clip's labelled anomalous frames, so a reader can tell true from false alarms."""
-    labels = row.get("frame_labels")
-    if not isinstance(labels, list) or not labels:
-        return ""
-    anomalous = sum(1 for label in labels if label)
-    if anomalous == 0:
-        return "; ground truth: normal (a false alarm)"
-    return f"; ground truth: {anomalous} of its {len(labels)} frames anomalous"
-
-
-def _source_and_span(meta: dict[str, Any]) -> str:
-    name = meta.get("source_name") or meta.get("source") or "unknown source"
-    start, end = finite_float(meta.get("start_s")), finite_float(meta.get("end_s"))
-    span = f"{start:.2f}-{end:.2f} s" if start is not None and end is not None else "span unknown"
-    return f"{name}, {span}"
-
-
-def _image_or_reason(image: str | None, reason: str | None, *, alt: str) -> str:
-    if image:
-        return f'<img src="{_escape(image)}" alt="{_escape(alt)}">'
-    return f'<p class="missing">No thumbnails: {_escape(reason or "unknown reason")}</p>'
-
-
-def _page(
     scores: Scores,
-    metrics: dict[str, Any] | None,
-    metrics_note: str,
-    timelines: list[tuple[str, str]],
-    timelines_omitted: int,
-    alarm_sections: list[str],
-    shard_index: ShardClipIndex,
-    top: int,
+    media: ClipMediaWriter,
+    neighbour_meta: _NeighbourMetadata,
+    modalities: list[ModalityScores],
 ) -> str:
     header = scores.header
     threshold = finite_float(header.get("threshold"))
+    verdict = ""
+    if threshold is not None:
+        verdict = " (above the threshold)" if row["score"] > threshold else " (below the threshold)"
+    parts = [
+        f'<div class="alarm" id="alarm-{rank}"><h3>#{rank} of {total}: score {row["score"]:.4g}{verdict}, '
+        f'<span class="key">{escape(row["key"])}</span></h3>',
+        f"<p>{escape(source_and_span(row))}; ground truth: {escape(_ground_truth_verdict(row))}</p>",
+        _clip_media(media, row["key"], row.get("fps"), label=f"alarm #{rank}"),
+    ]
+
+    neighbours = row.get("neighbours") or []
+    parts.append(_far_note(neighbours, header))
+    if modalities:
+        parts.append(modality_section(row["key"], modalities))
+    if not neighbours:
+        parts.append(f"<p>No nearest normal clips: {escape(_no_neighbours_reason(row, scores))}</p>")
+    else:
+        parts.append(_neighbour_table(neighbours, media, neighbour_meta))
+        nearest = neighbour_meta.get(neighbours[0]["key"]) or {}
+        parts.append("<h4>Nearest normal clip, to compare with the alarm above</h4>")
+        parts.append(
+            _clip_media(media, neighbours[0]["key"], nearest.get("fps"), label="nearest normal clip")
+        )
+    parts.append("</div>")
+    return "\n".join(part for part in parts if part)
+
+
+def _clip_media(media: ClipMediaWriter, key: str, fps: Any, *, label: str) -> str:
+    clip = media.excerpt(key, finite_float(fps))
+    items = [
+        figure(image_or_reason(clip.strip, alt=f"frames of {key}"), "frames"),
+        figure(video_or_reason(clip.video, label=f"{label}: {key}"), "video excerpt (muted, loops)"),
+    ]
+    if clip.audio is not None:
+        items.append(figure(audio_or_reason(clip.audio, label=f"{label}: audio of {key}"), "audio (WAV)"))
+    if clip.spectrogram is not None:
+        items.append(figure(image_or_reason(clip.spectrogram, alt=f"log-mel spectrogram of {key}",
+                                            what="spectrogram"), "log-mel spectrogram"))
+    return '<div class="media">' + "".join(items) + "</div>"
+
+
+def _far_note(neighbours: list[dict[str, Any]], header: dict[str, Any]) -> str:
+    reference = finite_float(header.get("nearest_distance_reference"))
+    quantile = finite_float(header.get("reference_quantile"))
+    if not neighbours or reference is None or neighbours[0]["distance"] <= reference:
+        return ""
+    quantile_text = f"the {quantile:g} quantile" if quantile is not None else "a high quantile"
+    return (
+        f'<p class="far">Nothing normal is near: the nearest normal clip is at distance '
+        f'{neighbours[0]["distance"]:.4g}, above {reference:.4g}, '
+        f"{quantile_text} of the distances from each normal clip to its nearest other normal clip.</p>"
+    )
+
+
+def _no_neighbours_reason(row: dict[str, Any], scores: Scores) -> str:
+    detector = scores.header.get("detector") or "this"
+    if "neighbours" not in row or not any(other.get("neighbours") for other in scores.rows):
+        return (
+            f"the {detector} detector's score is not a distance to normal clips, so its scores folder "
+            "lists no neighbours to show"
+        )
+    return "the scores file lists no neighbours for this clip"
+
+
+def _neighbour_table(
+    neighbours: list[dict[str, Any]], media: ClipMediaWriter, neighbour_meta: _NeighbourMetadata
+) -> str:
+    parts = ["<table><tr><th>neighbour</th><th>distance</th><th>source and span</th><th>frames</th></tr>"]
+    for position, neighbour in enumerate(neighbours, start=1):
+        meta = neighbour_meta.get(neighbour["key"])
+        span = source_and_span(meta) if meta else "metadata not found"
+        strip = image_or_reason(media.strip(neighbour["key"]), alt="frames of " + neighbour["key"])
+        parts.append(
+            f'<tr><td>{position}. <span class="key">{escape(neighbour["key"])}</span></td>'
+            f'<td>{neighbour["distance"]:.4g}</td><td>{escape(span)}</td><td>{strip}</td></tr>'
+        )
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def _ground_truth_verdict(row: dict[str, Any]) -> str:
+    truth = ground_truth(row)
+    return f"{truth} (a false alarm)" if truth == "normal" else truth
+
+
+def _summary(
+    scores: Scores,
+    shard_folders: list[Path],
+    modalities: list[ModalityScores],
+    metrics: dict[str, Any] | None,
+    metrics_note: str,
+    curves: list[tuple[str, str]],
+) -> list[str]:
+    header = scores.header
+    embeddings_header = header.get("embeddings_header")
+    if not isinstance(embeddings_header, dict):
+        embeddings_header = {}
+    threshold = finite_float(header.get("threshold"))
     above = sum(1 for row in scores.rows if threshold is not None and row["score"] > threshold)
+    sources = sorted({str(row.get("source_name") or row.get("source") or "unknown") for row in scores.rows})
     summary_rows = [
+        ("scored clips", f"{len(scores.rows)} from {len(sources)} videos: {', '.join(sources[:10])}"
+                         + (" ..." if len(sources) > 10 else "")),
+        ("shard sets", "; ".join(_shard_set_summary(folder) for folder in shard_folders)),
         ("detector", header.get("detector")),
         ("settings", header.get("settings")),
+        ("normal clips fitted", header.get("normal_count")),
+        ("encoder", embeddings_header.get("encoder")),
+        ("encoder checkpoint", embeddings_header.get("checkpoint")),
+        ("embedding", f"{embeddings_header.get('modality')}, dimension {header.get('dimension')}"),
         ("model folder", header.get("model")),
         ("embeddings folder", header.get("embeddings")),
-        ("embeddings header", header.get("embeddings_header")),
-        ("clips scored", len(scores.rows)),
-        (
-            "alarm threshold",
-            f"{threshold:.4g} ({above} clips above it)" if threshold is not None else "not stored",
-        ),
+        ("alarm threshold",
+         f"{threshold:.4g} ({above} clips above it)" if threshold is not None else "not stored"),
         ("nearest-normal reference distance",
-         f"{_as_text(header.get('nearest_distance_reference'))} (quantile {header.get('reference_quantile')})"),
+         f"{as_text(header.get('nearest_distance_reference'))} "
+         f"(quantile {header.get('reference_quantile')})"),
     ]
+    if modalities:
+        summary_rows.append(("modalities compared", ", ".join(modality.name for modality in modalities)))
     body = ["<h1>latentwatch alarm report</h1>", "<h2>Summary</h2>", "<table>"]
     for name, value in summary_rows:
-        body.append(f"<tr><th>{_escape(name)}</th><td>{_escape(_as_text(value))}</td></tr>")
+        body.append(f"<tr><th>{escape(name)}</th><td>{escape(as_text(value))}</td></tr>")
     body.append("</table>")
 
-    body.append(f"<h2>Metrics</h2><p>{_escape(metrics_note)}</p>")
+    body.append(f"<h2>Metrics</h2><p>{escape(metrics_note)}</p>")
     if metrics:
         body.append(_metrics_table(metrics))
+    if curves:
+        body.append('<div class="media curve">')
+        body += [figure(f'<img src="{escape(path)}" alt="{escape(title)}">', title) for title, path in curves]
+        body.append("</div>")
+    return body
 
-    body.append("<h2>Score timelines</h2>")
-    body.append("<p>Red shading: ground-truth anomalous frames. Dashed line: alarm threshold.</p>")
-    for name, path in timelines:
-        body.append(f"<h3>{_escape(name)}</h3>")
-        body.append(f'<img src="{_escape(path)}" alt="score timeline of {_escape(name)}">')
-    if timelines_omitted:
-        body.append(f"<p>{timelines_omitted} more videos are not drawn.</p>")
 
-    if shard_index.unreadable_tars:
-        body.append("<h2>Unreadable shard files</h2><ul>")
-        for path, reason in shard_index.unreadable_tars:
-            body.append(f"<li>{_escape(str(path))}: {_escape(reason)}</li>")
-        body.append("</ul>")
-
-    body.append(f"<h2>Top {min(top, len(scores.rows))} alarms</h2>")
-    body += alarm_sections
+def _shard_set_summary(folder: Path) -> str:
+    """Describe a shard set by its index.json (clip count, duration, clip length), or name why it cannot."""
+    index_path = folder / "index.json"
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return f"{folder} (index.json not readable: {error.__class__.__name__})"
+    if not isinstance(index, dict):
+        return f"{folder} (index.json is not an object)"
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>latentwatch alarm report</title>'
-        f"<style>{_STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        f"{folder}: {index.get('num_clips')} clips, {as_text(index.get('total_seconds'))} s, "
+        f"{as_text(index.get('clip_seconds'))} s clips every {as_text(index.get('stride_seconds'))} s"
     )
 
 
@@ -305,20 +396,5 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
             rows.append(f"<tr><td>{section}</td><td>{scope}</td>{cells}</tr>")
     rows.append("</table>")
     smoothing = metrics.get("smoothing")
-    rows.append(f"<p>Smoothing: {_escape(_as_text(smoothing) if smoothing else 'none')}</p>")
+    rows.append(f"<p>Smoothing: {escape(as_text(smoothing) if smoothing else 'none')}</p>")
     return "\n".join(rows)
-
-
-def _as_text(value: Any) -> str:
-    """Format a header value for the summary table: floats to 4 significant digits, dicts as key=value."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{key}={_as_text(item)}" for key, item in value.items())
-    if isinstance(value, list):
-        return json.dumps(value)
-    return str(value)
-
-
-def _escape(text: str) -> str:
-    return html.escape(text, quote=True)

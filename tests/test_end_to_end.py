@@ -19,28 +19,58 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pretrain.run_report import write_run_report
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-# Loads the report in an iframe, then writes how many images it has and which failed to load into the
-# page, where `chromium --dump-dom` prints it. --allow-file-access-from-files lets the file:// page read
-# the file:// iframe's document.
+# Loads the alarm report and the run report in iframes, waits until every <video> and <audio> has its
+# metadata or an error, then writes what loaded into the page, where `chromium --dump-dom` prints it.
+# --allow-file-access-from-files lets the file:// page read the file:// iframes' documents.
 BROWSER_CHECK_PAGE = """<!doctype html><html><body>
-<iframe id="report" src="{report_url}" width="1280" height="900"></iframe>
+<iframe id="alarms" src="{report_url}" width="1280" height="900"></iframe>
+<iframe id="run" src="{run_report_url}" width="1280" height="900"></iframe>
 <pre id="result">pending</pre>
 <script>
-document.getElementById("report").addEventListener("load", () => {{
-  const doc = document.getElementById("report").contentDocument;
+function describe(doc) {{
   const images = Array.from(doc.images);
-  const broken = images.filter(image => !(image.complete && image.naturalWidth > 0));
-  document.getElementById("result").textContent = "RESULT " + JSON.stringify({{
+  const media = Array.from(doc.querySelectorAll("video, audio"));
+  const topAlarm = doc.getElementById("alarm-1");
+  return {{
     images: images.length,
-    broken: broken.map(image => image.getAttribute("src")),
+    broken: images.filter(image => !(image.complete && image.naturalWidth > 0))
+      .map(image => image.getAttribute("src")),
+    media: media.length,
+    media_failed: media.filter(item => item.error || item.readyState < 1)
+      .map(item => item.getAttribute("src")),
+    timeline_links: doc.querySelectorAll("svg a").length,
+    top_alarm: topAlarm ? topAlarm.innerText : null,
     text: doc.body.innerText,
+  }};
+}}
+function settled(doc) {{
+  return Array.from(doc.querySelectorAll("video, audio")).every(item => item.error || item.readyState >= 1);
+}}
+let attempts = 0;
+function report() {{
+  const docs = ["alarms", "run"].map(id => document.getElementById(id).contentDocument);
+  attempts += 1;
+  if (docs.some(doc => !doc || doc.readyState !== "complete" || !settled(doc)) && attempts < 100) {{
+    setTimeout(report, 100);
+    return;
+  }}
+  document.getElementById("result").textContent = "RESULT " + JSON.stringify({{
+    alarms: describe(docs[0]), run: describe(docs[1]), attempts: attempts,
   }});
-}});
+}}
+window.addEventListener("load", report);
 </script></body></html>
 """
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-default-apps", "--hide-scrollbars", "--mute-audio",
+]
 
 
 @pytest.fixture(scope="module")
@@ -93,21 +123,48 @@ def test_demo_runs_every_command(demo: tuple[Path, subprocess.CompletedProcess])
 
 @pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")
-def test_report_loads_in_chromium(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
+def test_reports_load_in_chromium(demo: tuple[Path, subprocess.CompletedProcess], tmp_path: Path) -> None:
     out, _ = demo
+    run_report = write_run_report(out / "run", tmp_path / "run_report")
+    report = out / "report" / "index.html"
     check_page = tmp_path / "check.html"
-    check_page.write_text(BROWSER_CHECK_PAGE.format(report_url=(out / "report" / "index.html").as_uri()))
+    check_page.write_text(
+        BROWSER_CHECK_PAGE.format(report_url=report.as_uri(), run_report_url=run_report.as_uri())
+    )
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", "--allow-file-access-from-files",
-         "--virtual-time-budget=10000", "--dump-dom", check_page.as_uri()],
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
+         "--allow-file-access-from-files", "--enable-logging=stderr", "--v=0",
+         "--virtual-time-budget=20000", "--dump-dom", check_page.as_uri()],
         capture_output=True, text=True, timeout=120,
     )
     match = re.search(r"RESULT (\{.*\})", result.stdout)
-    assert match, f"the check page never saw the report load: {result.stdout[-2000:]} {result.stderr[-2000:]}"
+    assert match, f"the reports never loaded: {result.stdout[-2000:]} {result.stderr[-2000:]}"
     loaded = json.loads(match.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&"))
-    assert loaded["images"] > 0
-    assert loaded["broken"] == []
-    assert "Top" in loaded["text"]
-    assert "walkway_normal-" in loaded["text"], "no normal neighbour is shown"
+
+    alarms = loaded["alarms"]
+    assert alarms["images"] > 0
+    assert alarms["broken"] == []
+    assert alarms["media"] > 0, "no video excerpt in the report"
+    assert alarms["media_failed"] == []
+    assert alarms["timeline_links"] > 0, "no timeline peak links to an alarm"
+    assert "Top" in alarms["text"]
+    assert alarms["top_alarm"] is not None
+    assert "walkway_normal-" in alarms["top_alarm"], "the top alarm shows no normal neighbour"
+    assert loaded["run"]["images"] >= 5
+    assert loaded["run"]["broken"] == []
+
+    # The reports have no scripts, so any console message that Chromium logs for a report's folder
+    # is an error.
+    report_folders = (report.parent.as_uri(), run_report.parent.as_uri())
+    console = [line for line in result.stderr.splitlines() if ":CONSOLE" in line]
+    assert [line for line in console if any(folder in line for folder in report_folders)] == []
+
+    screenshot = tmp_path / "report.png"
+    subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400",
+         "--virtual-time-budget=5000", f"--screenshot={screenshot}", report.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    with Image.open(screenshot) as image:
+        assert image.size == (1280, 2400)
+    print(f"screenshot of the alarm report: {screenshot}")
