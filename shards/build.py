@@ -1,68 +1,54 @@
-"""Build a shard set: cut every input video into clips of frames plus aligned audio and write them.
+"""Build a shard set: cut every source into clips of frames plus aligned audio, in parallel, resumably.
 
-The output folder is built under a temporary name next to the destination and renamed when complete,
-so a shard set that exists is whole. Inputs that give no clip are logged and listed in `index.json`.
+How the work is split, and why the output does not depend on the number of workers: each source (a video
+file or a frame folder) is one unit of work. A worker process cuts it into clips and writes them, already
+encoded, to a spool file of that source alone (`shards.cut_source`), then writes a small record that marks
+the source as done. When every source is done, the parent copies the spooled clips into
+`shard-000000.tar`, `shard-000001.tar`, ... in input order. Which worker cut a source, and when, never
+reaches the shards, so `--workers 1` and `--workers 8` give byte-identical shard sets.
+
+How a killed build resumes: everything happens in `.OUT.partial` next to `OUT` (`shards.build_journal`).
+Spools, records and shards are written under temporary names and renamed when complete. A rerun with the
+same inputs and settings keeps the records and their spools, deletes everything half-written, cuts only
+the sources without a record, and assembles the shards again from all spools. A rerun with other inputs
+or settings is rejected with the difference named, unless `--restart` discards the old build. The spools
+take about as much disk as the shards until the build ends. A kill in the moment between renaming the
+finished folder to `OUT` and deleting its `.journal` subfolder leaves that subfolder in `OUT`; readers
+ignore it.
+
+Inputs that give no clip are logged and listed in `index.json` under `skipped`.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import decord
-import numpy as np
 from tqdm import tqdm
 
-from shards.clips import audio_sample_range, clip_key, clip_spans, frames_in_span
-from shards.decode import SAMPLE_RATE, AudioTrack, VideoFile, audio_slice, decode_audio
+from shards.build_journal import BuildJournal, describe_build, partial_folder
+from shards.build_options import BuildOptions, default_workers
+from shards.clips import clip_key
+from shards.cut_source import FORMAT_VERSION, cut_source, record_path, spool_path
+from shards.decode import SAMPLE_RATE
 from shards.errors import ShardsInputError
-from shards.labels import read_frame_labels
-from shards.sample_codec import encode_jpeg, encode_wav
-from shards.write import ShardSetWriter
+from shards.source_item import SourceItem
+from shards.write import ShardSetWriter, read_samples
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "VIDEO_EXTENSIONS", "BuildOptions", "BuildSummary", "build_shards", "find_videos"]
 
 # Directories are scanned for these extensions; a file named on the command line is used whatever its name.
 VIDEO_EXTENSIONS = frozenset(
     {".avi", ".mp4", ".m4v", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts", ".3gp"}
 )
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Settings of `latentwatch shards build`."""
-
-    clip_seconds: float = 1.0
-    """Clip length in seconds. Every clip contains all frames and the audio of this span."""
-    stride_seconds: float | None = None
-    """Seconds between clip starts; None means `clip_seconds` (no overlap, no gap)."""
-    max_side: int = 160
-    """Frames are resized so their longer side is at most this many pixels."""
-    clips_per_shard: int = 64
-    """Clips per tar shard."""
-    jpeg_quality: int = 90
-    """JPEG quality of the stored frames, 1 to 100."""
-    overwrite: bool = False
-    """Replace an existing shard set at the output path."""
-
-    def validate(self) -> None:
-        """Raise `ShardsInputError` naming the first invalid setting."""
-        if not self.clip_seconds > 0:
-            raise ShardsInputError(f"--clip-seconds must be positive, got {self.clip_seconds}")
-        if self.stride_seconds is not None and not self.stride_seconds > 0:
-            raise ShardsInputError(f"--stride-seconds must be positive, got {self.stride_seconds}")
-        if self.max_side < 16:
-            raise ShardsInputError(f"--max-side must be at least 16 pixels, got {self.max_side}")
-        if self.clips_per_shard < 1:
-            raise ShardsInputError(f"--clips-per-shard must be at least 1, got {self.clips_per_shard}")
-        if not 1 <= self.jpeg_quality <= 100:
-            raise ShardsInputError(f"--jpeg-quality must be between 1 and 100, got {self.jpeg_quality}")
 
 
 @dataclass
@@ -75,6 +61,9 @@ class BuildSummary:
     num_shards: int = 0
     skipped: list[dict] = field(default_factory=list)
     failed_clips: int = 0
+    missing: list = field(default_factory=list)
+    bytes_per_clip_second: dict = field(default_factory=dict)
+    """`{"shards": ..., "sources": ...}`: stored bytes per second of clip, and source bytes per second."""
 
 
 def find_videos(inputs: list[str | Path]) -> list[Path]:
@@ -102,44 +91,83 @@ def find_videos(inputs: list[str | Path]) -> list[Path]:
     unique: dict[Path, Path] = {}
     for video in videos:
         unique.setdefault(video.resolve(), video)
-
-    by_stem: dict[str, Path] = {}
-    for resolved in unique:
-        stem = clip_key(resolved, 0.0).rsplit("-", 1)[0]
-        if stem in by_stem:
-            raise ShardsInputError(
-                f"{by_stem[stem]} and {resolved} give the same clip keys ('{stem}-...'); "
-                "rename one of them or build them into separate shard sets"
-            )
-        by_stem[stem] = resolved
+    items = [SourceItem(path=resolved, stem=stem_of(resolved)) for resolved in unique]
+    check_unique_stems(items)
     return list(unique)
 
 
+def stem_of(path: str | Path) -> str:
+    """Return the clip-key stem of a source: its file stem with characters outside [A-Za-z0-9_-] as `_`."""
+    return clip_key(path, 0.0).rsplit("-", 1)[0]
+
+
+def check_unique_stems(items: list[SourceItem]) -> None:
+    """Raise `ShardsInputError` when two items would give the same clip keys, or a stem is not key-safe."""
+    by_stem: dict[str, Path] = {}
+    for item in items:
+        if not item.stem or stem_of(f"{item.stem}.x") != item.stem:
+            raise ShardsInputError(
+                f"{item.path}: stem {item.stem!r} may contain only letters, digits, '_' and '-'"
+            )
+        if item.stem in by_stem:
+            raise ShardsInputError(
+                f"{by_stem[item.stem]} and {item.path} give the same clip keys ('{item.stem}-...'); "
+                "rename one of them or build them into separate shard sets"
+            )
+        by_stem[item.stem] = item.path
+
+
 def build_shards(
-    inputs: list[str | Path], out: str | Path, options: BuildOptions | None = None
+    inputs: list[str | Path | SourceItem],
+    out: str | Path,
+    options: BuildOptions | None = None,
+    *,
+    missing: list | None = None,
 ) -> BuildSummary:
-    """Cut `inputs` (videos or directories of videos) into clips and write a shard set at `out`."""
+    """Cut `inputs` into clips and write a shard set at `out`, resuming an unfinished build of `out`.
+
+    `inputs` are `SourceItem`s from a collection reader, or videos and directories of videos, which
+    become items with no label. `missing` lists what a collection reader expected but did not find; it is
+    counted and stored in `index.json`.
+    """
     options = options if options is not None else BuildOptions()
     options.validate()
     out = Path(out).absolute()
     _check_destination(out, options.overwrite)
-    videos = find_videos(inputs)
-    if not videos:
+    items = _as_items(inputs)
+    if not items:
         raise ShardsInputError("no video files among the inputs")
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir()
+    journal = BuildJournal(partial_folder(out))
+    journal.open(describe_build(items, options, FORMAT_VERSION), options.restart)
     try:
-        summary = _write_shard_set(videos, partial, options)
-        summary.out = out
-        _replace(partial, out)
-    finally:
-        if partial.exists():
-            shutil.rmtree(partial)
+        summary = _build_in(journal, items, options, missing or [])
+    except ShardsInputError:
+        # Sources already cut are kept for a rerun after the input is fixed; a build with nothing done
+        # leaves no trace.
+        keep = journal.has_finished_work()
+        journal.close(delete=not keep)
+        if keep:
+            logger.warning("kept the finished sources in %s; rerun the command to resume", journal.partial)
+        raise
+    except BaseException:
+        journal.close(delete=False)
+        raise
+
+    summary.out = out
+    _replace(journal.partial, out)
+    shutil.rmtree(out / journal.folder.name, ignore_errors=True)
+    journal.close(delete=False)
     return summary
+
+
+def _as_items(inputs: list[str | Path | SourceItem]) -> list[SourceItem]:
+    given_items = [given for given in inputs if isinstance(given, SourceItem)]
+    paths = [given for given in inputs if not isinstance(given, SourceItem)]
+    items = given_items + [SourceItem(path=video, stem=stem_of(video)) for video in find_videos(paths)]
+    check_unique_stems(items)
+    return items
 
 
 def _check_destination(out: Path, overwrite: bool) -> None:
@@ -157,7 +185,9 @@ def _check_destination(out: Path, overwrite: bool) -> None:
 
 def _replace(partial: Path, out: Path) -> None:
     """Move the finished folder to `out`, moving an old shard set aside first and deleting it after."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    old = out.parent / f".{out.name}.old"
+    if old.exists():
+        shutil.rmtree(old)  # left by a build killed while replacing
     if out.exists():
         out.rename(old)
     partial.rename(out)
@@ -165,125 +195,110 @@ def _replace(partial: Path, out: Path) -> None:
         shutil.rmtree(old)
 
 
-def _write_shard_set(videos: list[Path], folder: Path, options: BuildOptions) -> BuildSummary:
-    stride = options.stride_seconds if options.stride_seconds is not None else options.clip_seconds
-    writer = ShardSetWriter(folder, options.clips_per_shard)
-    summary = BuildSummary(out=folder)
-    sources: list[dict] = []
+def _build_in(journal: BuildJournal, items: list[SourceItem], options: BuildOptions, missing: list) -> BuildSummary:
+    records = _cut_all(journal, items, options)
+    errors = [record for record in records if record["status"] == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more input error(s))" if len(errors) > 1 else ""
+        raise ShardsInputError(errors[0]["reason"] + more)
+    return _assemble(journal, records, options, missing)
 
-    progress = tqdm(videos, desc="videos", unit="video")
-    for video in progress:
-        try:
-            source = VideoFile(video, max_side=options.max_side)
-        except ShardsInputError as error:
-            logger.warning("skipped %s", error)
-            summary.skipped.append({"path": str(video.absolute()), "reason": str(error)})
-            continue
 
-        spans = clip_spans(source.duration_s, options.clip_seconds, stride)
-        if not spans:
-            reason = f"shorter than one clip ({source.duration_s:.3f} s < {options.clip_seconds} s)"
-            logger.warning("skipped %s: %s", video, reason)
-            summary.skipped.append({"path": str(video.absolute()), "reason": reason})
-            continue
+def _cut_all(journal: BuildJournal, items: list[SourceItem], options: BuildOptions) -> list[dict]:
+    """Cut every source that has no record yet, in parallel, and return the records of all, in input order."""
+    records: dict[int, dict] = {}
+    pending = []
+    for position, item in enumerate(items):
+        path = record_path(journal.work, position)
+        if path.is_file():
+            records[position] = json.loads(path.read_text())
+        else:
+            pending.append(position)
 
-        labels = read_frame_labels(video, source.num_frames)
-        audio = decode_audio(video, video_start_s=source.video_start_s)
-        written, failed = _write_clips(writer, source, audio, labels, spans, options)
-        summary.num_clips += written
-        summary.failed_clips += failed
-        progress.set_postfix(clips=summary.num_clips)
-        if written == 0:
-            reason = f"none of its {len(spans)} clips could be decoded"
-            logger.warning("skipped %s: %s", video, reason)
-            summary.skipped.append({"path": str(video.absolute()), "reason": reason})
-            continue
-
-        sources.append(
-            {
-                "path": str(video.absolute()),
-                "duration_s": source.duration_s,
-                "fps": source.fps,
-                "num_clips": written,
-                "failed_clips": failed,
-                "has_audio": audio.samples is not None,
-                "audio_missing_reason": audio.missing_reason,
-                "skipped_audio_packets": audio.skipped_packets,
-                "has_frame_labels": labels is not None,
+    workers = min(options.workers or default_workers(), max(1, len(pending)))
+    progress = tqdm(total=len(items), initial=len(records), desc="sources", unit="source")
+    if workers == 1 or len(pending) <= 1:
+        for position in pending:
+            records[position] = cut_source(position, items[position], options, journal.work)
+            progress.update()
+    else:
+        # Spawned workers import decord and PyAV afresh instead of inheriting the parent's threads.
+        context = multiprocessing.get_context("spawn")
+        level = logging.getLogger().getEffectiveLevel()
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_configure_worker, initargs=(level,)
+        ) as pool:
+            futures = {
+                pool.submit(cut_source, position, items[position], options, journal.work): position
+                for position in pending
             }
-        )
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    records[futures[future]] = future.result()
+                    progress.update()
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     progress.close()
+    return [records[position] for position in range(len(items))]
 
+
+def _configure_worker(level: int) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _assemble(journal: BuildJournal, records: list[dict], options: BuildOptions, missing: list) -> BuildSummary:
+    """Copy the spooled clips into shards in input order and write `index.json`."""
+    summary = BuildSummary(out=journal.partial, missing=list(missing))
+    sources: list[dict] = []
+    writer = ShardSetWriter(journal.partial, options.clips_per_shard)
+    source_bytes = 0
+    source_seconds = 0.0
+
+    ok_records = [record for record in records if record["status"] == "ok"]
+    for record in records:
+        if record["status"] == "skipped":
+            summary.skipped.append({"path": record["path"], "reason": record["reason"]})
+    for record in tqdm(ok_records, desc="shards", unit="source", disable=None):
+        for members in read_samples(spool_path(journal.work, record["position"])):
+            writer.write_members(members)
+        summary.num_clips += record["num_clips"]
+        summary.failed_clips += record["failed_clips"]
+        source_bytes += record["source_bytes"]
+        source_seconds += record["source"]["duration_s"]
+        sources.append(record["source"])
     shards = writer.close()
+
     if summary.num_clips == 0:
         reasons = "; ".join(skipped["reason"] for skipped in summary.skipped[:3])
         raise ShardsInputError(f"no input gave a clip ({reasons})")
 
     summary.total_seconds = round(summary.num_clips * options.clip_seconds, 6)
     summary.num_shards = len(shards)
+    shard_bytes = sum((journal.partial / shard["name"]).stat().st_size for shard in shards)
+    # Overlapping clips store the same second more than once, so both figures are per second of clip
+    # for the shards and per second of video for the sources.
+    summary.bytes_per_clip_second = {
+        "shards": round(shard_bytes / summary.total_seconds, 1),
+        "sources": round(source_bytes / source_seconds, 1) if source_seconds > 0 else None,
+    }
     index = {
         "format_version": FORMAT_VERSION,
         "num_clips": summary.num_clips,
         "total_seconds": summary.total_seconds,
         "clip_seconds": options.clip_seconds,
-        "stride_seconds": stride,
+        "stride_seconds": options.stride,
         "sample_rate": SAMPLE_RATE,
         "max_side": options.max_side,
         "jpeg_quality": options.jpeg_quality,
+        "bytes_per_clip_second": summary.bytes_per_clip_second,
         "shards": shards,
         "sources": sources,
         "skipped": summary.skipped,
+        "num_missing": len(summary.missing),
+        "missing": summary.missing,
     }
-    (folder / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    temporary = journal.partial / f"index.json.partial-{os.getpid()}"
+    temporary.write_text(json.dumps(index, indent=2) + "\n")
+    os.replace(temporary, journal.partial / "index.json")
     return summary
-
-
-def _write_clips(
-    writer: ShardSetWriter,
-    source: VideoFile,
-    audio: AudioTrack,
-    labels: np.ndarray | None,
-    spans: list[tuple[float, float]],
-    options: BuildOptions,
-) -> tuple[int, int]:
-    """Write every clip of one video; return how many were written and how many failed."""
-    written = failed = 0
-    for start_s, end_s in tqdm(spans, desc=source.path.name, unit="clip", leave=False):
-        key = clip_key(source.path, start_s)
-        indices = frames_in_span(source.frame_times, start_s, end_s)
-        if len(indices) == 0:
-            logger.warning(
-                "%s: clip %s has no frame in [%.3f, %.3f) s; skipped", source.path, key, start_s, end_s
-            )
-            failed += 1
-            continue
-
-        try:
-            frames = source.read_frames(indices.tolist())  # (F, H, W, 3)
-        except (RuntimeError, IndexError, decord.DECORDError) as error:
-            logger.warning("%s: clip %s frames failed to decode (%s); skipped", source.path, key, error)
-            failed += 1
-            continue
-
-        first, stop = audio_sample_range(start_s, options.clip_seconds, SAMPLE_RATE)
-        samples = audio_slice(audio, first, stop)  # (S,) or None
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "key": key,
-            "source": str(source.path.absolute()),
-            "source_name": source.path.name,
-            "start_s": start_s,
-            "end_s": end_s,
-            "fps": source.fps,
-            "frame_indices": indices.tolist(),
-            "frame_labels": labels[indices].tolist() if labels is not None else None,
-            "label": None,
-            "has_audio": samples is not None,
-            "audio_missing_reason": audio.missing_reason,
-            "sample_rate": SAMPLE_RATE,
-        }
-        jpegs = [encode_jpeg(frame, options.jpeg_quality) for frame in frames]
-        wav = encode_wav(samples, SAMPLE_RATE) if samples is not None else None
-        writer.write(key, meta, jpegs, wav)
-        written += 1
-    return written, failed

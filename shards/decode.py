@@ -74,6 +74,9 @@ class VideoFile:
 
         Raises `RuntimeError` (from decord) when a frame cannot be decoded, for the caller to count.
         """
+        # NOTE: once in about ten parallel builds of Megamind.avi (MS-MPEG4 in AVI) under heavy CPU load,
+        # the frames of its last two clips came out one position later. It did not recur in later tries and
+        # the cause (decord's seek near the end of the file, or its decoding thread) is not found.
         return self._reader.get_batch(list(indices)).asnumpy()
 
 

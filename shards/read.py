@@ -48,11 +48,15 @@ def read_index(shard_dir: str | Path) -> dict:
         index = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ShardsInputError(f"{path}: invalid JSON ({error})") from error
+    return read_index_data(index, str(path))
 
+
+def read_index_data(index: object, where: str) -> dict:
+    """Check the parsed `index.json` read from `where` (a path or URL) and return it."""
     version = index.get("format_version") if isinstance(index, dict) else None
     if version != FORMAT_VERSION:
         raise ShardsInputError(
-            f"{path}: format_version is {version!r} but this version of latentwatch reads {FORMAT_VERSION}; "
+            f"{where}: format_version is {version!r} but this version of latentwatch reads {FORMAT_VERSION}; "
             "rebuild the shard set"
         )
     return index

@@ -26,11 +26,19 @@ class SourceItem:
     split: str | None = None
     """'train', 'val', 'test' or None, as the collection's layout says."""
     frame_labels: np.ndarray | None = None
-    """0/1 anomaly label of every frame, shape (num_frames,), int8; None when the source has none."""
+    """0/1 anomaly label of every frame of the file, shape (num_frames,), int8; None when it has none."""
     fps: float | None = None
     """Frame rate of a frame-image folder (the benchmarks publish it); None for video files."""
     collection: str = "folder"
     """Which reader produced the item ('folder', 'kinetics', 'audioset', 'ucsd', 'avenue', ...)."""
+    start_s: float | None = None
+    """Start of the part of `path` this item covers, in seconds from the file's start; None is the start.
+
+    One long recording can give several items this way: the Subway benchmark trains on its first minutes
+    and tests on the rest of the same file. `frame_labels` still index the frames of the whole file.
+    """
+    end_s: float | None = None
+    """End (exclusive) of the part of `path` this item covers, in seconds; None is the end of the file."""
 
     @property
     def is_frame_folder(self) -> bool:
