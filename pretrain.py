@@ -26,6 +26,11 @@ The config is a YAML file plus `section.key=value` overrides; `--help` lists eve
     # continue an interrupted run (same config and out_dir):
     python pretrain.py --config configs/pretrain/byol_tiny.yaml data.shards=shards/train --resume
 
+With `-v`, every process logs the shards each data worker reads, the keys of every batch and a parameter
+checksum after every step, so replicas can be compared line by line. `--resume` restores each process's
+generators and data stream position, so a resumed run gets the batches an uninterrupted run would have got
+(with the same number of processes and data workers).
+
 Mixed precision comes from `optim.mixed_precision`, not from accelerate's flags. The run folder is written as
 `OUT_DIR.partial` (OUT_DIR being `run.out_dir`) and renamed to OUT_DIR when training ends. Input mistakes (a
 bad config, a missing shard set, an audio modality on shards without audio) print one line and exit with

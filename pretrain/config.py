@@ -26,6 +26,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "PretrainConfig",
+    "ProbeConfig",
     "RunConfig",
     "config_from_dict",
     "config_to_dict",
@@ -275,6 +276,34 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """Optional online kNN probe: how well the current encoder groups labelled held-out clips, every N steps.
+
+    A clip's class is its `label` metadata, or its source video's file name when `label` is null. The
+    probe embeds both shard sets with the online encoder in eval mode, as `latentwatch embed` does, and
+    logs `probe/knn_top1`: the top-1 accuracy of DINO's weighted kNN vote of each query clip over the bank.
+    """
+
+    every: int = config_field(0, help="optimiser steps between probes; 0 disables the probe")
+    bank_shards: str = config_field("", help="labelled shard set the probe votes with; a few hundred clips at most")
+    query_shards: str = config_field(
+        "", help="held-out labelled shard set the probe classifies; other time spans or videos than the bank"
+    )
+    k: int = config_field(20, help="neighbours per vote; 10-50")
+    temperature: float = config_field(0.07, help="vote weight exp(cosine similarity / temperature); 0.07")
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, f"probe.every must be >= 0, got {self.every}")
+        _require(self.k >= 1, f"probe.k must be >= 1, got {self.k}")
+        _require(self.temperature > 0.0, f"probe.temperature must be > 0, got {self.temperature}")
+        if self.every > 0:
+            _require(
+                bool(self.bank_shards.strip()) and bool(self.query_shards.strip()),
+                "probe.every > 0 needs probe.bank_shards and probe.query_shards",
+            )
+
+
+@dataclass(frozen=True)
 class PretrainConfig:
     """Everything one pretraining run needs; saved resolved as the run folder's config.yaml."""
 
@@ -283,6 +312,7 @@ class PretrainConfig:
     method: MethodConfig = config_field(help="self-supervised objective", default_factory=MethodConfig)
     optim: OptimConfig = config_field(help="optimiser and schedule", default_factory=OptimConfig)
     run: RunConfig = config_field(help="run folder, seed and logging", default_factory=RunConfig)
+    probe: ProbeConfig = config_field(help="optional online kNN probe", default_factory=ProbeConfig)
 
     def __post_init__(self) -> None:
         if self.method.name == "audio_shift":

@@ -1,7 +1,7 @@
 """The training loader: stream clips from a shard set and turn each into two augmented views.
 
-Pipeline: `shards.stream.stream_clips` (resampled, so the stream never ends and every worker of every
-process reads all shards in its own random order) -> two views per clip (video through `VideoViewAugment`,
+Pipeline: `pretrain.clip_stream.numbered_clips` (resampled, so the stream never ends, and each worker of
+each process reads its own share of the shards in its own seeded order) -> two views per clip (video through `VideoViewAugment`,
 audio through `LogMel` then `AudioViewAugment` when the modality uses audio) -> batches with both views
 stacked first: video (2, B, 3, T, S, S), audio (2, B, 1, n_mels, frames). With `data.local_views` N > 0
 (DINO multi-crop) each clip also gives N smaller views: video_local (N, B, 3, T, s, s) and audio_local
@@ -11,9 +11,11 @@ The audio-shift model reads the shards through `ShiftedAudioClips` instead. Each
 view and two audio views: its own audio and a time-shifted stretch of the same source. Batches are video
 (1, B, 3, T, S, S) and audio (2, B, 1, n_mels, frames).
 
-Each worker draws its augmentations from its own `torch.Generator`, seeded from the run seed, the process
-rank, the worker id and the step the run starts at. Runs are therefore reproducible for a fixed number of
-workers, and a resumed run does not replay the augmentations of its first steps.
+Every DataLoader worker of every process reads its own stream (see `pretrain.clip_stream`): its own share
+of the shards, in an order seeded from the run seed, the rank and the worker id. The augmentations of
+each clip come from a generator seeded from the stream and the clip's position in it. Each sample carries
+`worker` and `position`, and a run resumed with the positions its checkpoint stores gets the very batches
+an uninterrupted run would have got. Runs are reproducible for a fixed number of processes and workers.
 """
 
 from __future__ import annotations
@@ -27,14 +29,23 @@ import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pretrain.clip_stream import (
+    NumberFrom,
+    assign_shards,
+    derive_seed,
+    numbered_clips,
+    raw_clip_stages,
+    sample_generator,
+    shards_are_shared,
+    shuffle_stage,
+)
 from pretrain.config import DataConfig, MethodConfig
 from pretrain.errors import PretrainError
 from pretrain.shifted_audio import ShiftedAudioPairer, ShiftedPair
 from shards.audio import AudioViewAugment, LogMel
 from shards.augment import VideoViewAugment
-from shards.read import decode_sample, list_shards, read_index
+from shards.read import SampleError, list_shards, read_index
 from shards.sample_errors import SampleErrorLog
-from shards.stream import stream_clips
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +57,25 @@ SKIP_LOG_EVERY = 100
 LOCAL_AUDIO_FRACTION = 0.5
 
 
-def derive_seed(*parts: int) -> int:
-    """Mix integers into one 63-bit seed, so that (seed, rank, worker, step) tuples never share a stream."""
-    sequence = np.random.SeedSequence([int(part) % 2**63 for part in parts])
-    return int(sequence.generate_state(1, dtype=np.uint64)[0] >> 1)
+__all__ = ["ShiftedAudioClips", "TwoViewClips", "build_train_loader", "check_shards", "derive_seed", "stack_views"]
+
+
+class WorkerStream:
+    """The stream of one DataLoader worker: its id, shards, seed and first position."""
+
+    def __init__(self, dataset: TwoViewClips | ShiftedAudioClips) -> None:
+        worker = get_worker_info()
+        self.worker = worker.id if worker is not None else 0
+        num_workers = worker.num_workers if worker is not None else 1
+        self.urls = assign_shards(
+            dataset.urls, rank=dataset.rank, world_size=dataset.world_size, worker=self.worker, num_workers=num_workers
+        )
+        self.seed = derive_seed(dataset.seed, dataset.rank, self.worker)
+        self.start = int(dataset.start_positions.get(self.worker, 0))
+        logger.info(
+            "rank %d worker %d reads %d shard(s) from position %d: %s",
+            dataset.rank, self.worker, len(self.urls), self.start, ", ".join(url.rsplit("/", 1)[-1] for url in self.urls),
+        )
 
 
 class TwoViewClips(IterableDataset):
@@ -66,14 +92,17 @@ class TwoViewClips(IterableDataset):
         *,
         seed: int,
         rank: int = 0,
-        start_step: int = 0,
+        world_size: int = 1,
+        start_positions: dict[int, int] | None = None,
     ) -> None:
         super().__init__()
         self.urls = urls
         self.data = data
         self.seed = seed
         self.rank = rank
-        self.start_step = start_step
+        self.world_size = world_size
+        # Position of the first clip each worker yields, by worker id. A resumed run passes its checkpoint's.
+        self.start_positions = dict(start_positions or {})
         self.video_augment = (
             VideoViewAugment(
                 size=data.crop_size,
@@ -101,17 +130,22 @@ class TwoViewClips(IterableDataset):
         self.skipped_without_audio = 0
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        worker = get_worker_info()
-        worker_id = worker.id if worker is not None else 0
-        stream_seed = derive_seed(self.seed, self.rank, worker_id, self.start_step)
-        generator = torch.Generator().manual_seed(stream_seed)
-
-        clips = stream_clips(self.urls, seed=stream_seed, shuffle_buffer=self.data.shuffle_buffer, resampled=True)
-        for clip in clips:
+        stream = WorkerStream(self)
+        errors = SampleErrorLog()
+        clips = numbered_clips(
+            stream.urls, stream_seed=stream.seed, shuffle_buffer=self.data.shuffle_buffer, start=stream.start,
+            errors=errors,
+        )
+        for position, clip in clips:
             if self.data.uses_audio and clip.audio is None:
                 self._log_skip(clip.key, clip.meta.get("audio_missing_reason"))
                 continue
-            yield self.make_views(clip, generator)
+            try:
+                sample = self.make_views(clip, sample_generator(stream.seed, position))
+            except SampleError as error:
+                errors(error)  # a frame that fails to decode: counted and logged, and the stream goes on
+                continue
+            yield {**sample, "worker": stream.worker, "position": position}
 
     def make_views(self, clip: Any, generator: torch.Generator) -> dict[str, Any]:
         """Return two independently augmented views of one clip, stacked along a new first axis."""
@@ -156,8 +190,15 @@ def local_audio_crop(logmel: torch.Tensor, generator: torch.Generator) -> torch.
 
 
 def stack_views(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Collate samples into a batch with the views first, e.g. video (2, B, 3, T, S, S), audio (2, B, 1, M, F)."""
+    """Collate samples into a batch with the views first, e.g. video (2, B, 3, T, S, S), audio (2, B, 1, M, F).
+
+    Stream positions stay plain ints (a list, and the worker id of the whole batch), so the trainer does
+    not pass them to the model.
+    """
     batch: dict[str, Any] = {"key": [sample["key"] for sample in samples]}
+    if "position" in samples[0]:
+        batch["position"] = [int(sample["position"]) for sample in samples]
+        batch["worker"] = int(samples[0]["worker"])
     for name, value in samples[0].items():
         if isinstance(value, torch.Tensor):
             batch[name] = torch.stack([sample[name] for sample in samples], dim=1)
@@ -181,7 +222,8 @@ class ShiftedAudioClips(IterableDataset):
         *,
         seed: int,
         rank: int = 0,
-        start_step: int = 0,
+        world_size: int = 1,
+        start_positions: dict[int, int] | None = None,
     ) -> None:
         super().__init__()
         if data.modality != "audio_video":
@@ -191,7 +233,8 @@ class ShiftedAudioClips(IterableDataset):
         self.method = method
         self.seed = seed
         self.rank = rank
-        self.start_step = start_step
+        self.world_size = world_size
+        self.start_positions = dict(start_positions or {})
         self.video_augment = VideoViewAugment(
             size=data.crop_size,
             scale=tuple(data.crop_scale),
@@ -203,23 +246,26 @@ class ShiftedAudioClips(IterableDataset):
         self.audio_augment = AudioViewAugment()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        worker = get_worker_info()
-        worker_id = worker.id if worker is not None else 0
-        stream_seed = derive_seed(self.seed, self.rank, worker_id, self.start_step)
-        generator = torch.Generator().manual_seed(stream_seed)
-        pairer = ShiftedAudioPairer(self.method.shift_min_seconds, self.method.shift_max_seconds, generator)
+        stream = WorkerStream(self)
+        # The pairer has a generator of its own, so the shifts it draws while a resumed run skips clips are
+        # the ones an uninterrupted run drew.
+        pairer_generator = torch.Generator().manual_seed(derive_seed(stream.seed, -1))
+        pairer = ShiftedAudioPairer(self.method.shift_min_seconds, self.method.shift_max_seconds, pairer_generator)
 
         errors = SampleErrorLog()
         stages = [
-            wds.ResampledShards(list(self.urls), seed=stream_seed, deterministic=True),
-            wds.tarfile_to_samples(handler=errors),
-            wds.map(decode_sample, handler=errors),
+            *raw_clip_stages(stream.urls, stream.seed, errors),
             pairer,
+            *shuffle_stage(self.data.shuffle_buffer, stream.seed),
+            NumberFrom(stream.start),
         ]
-        if self.data.shuffle_buffer > 1:
-            stages.append(wds.shuffle(self.data.shuffle_buffer, initial=self.data.shuffle_buffer, seed=stream_seed))
-        for pair in wds.DataPipeline(*stages):
-            yield self.make_views(pair, generator)
+        for position, pair in wds.DataPipeline(*stages):
+            try:
+                sample = self.make_views(pair, sample_generator(stream.seed, position))
+            except SampleError as error:
+                errors(error)
+                continue
+            yield {**sample, "worker": stream.worker, "position": position}
 
     def make_views(self, pair: ShiftedPair, generator: torch.Generator) -> dict[str, Any]:
         """Return one video view and the augmented log-mels of the clip's own and its shifted audio."""
@@ -296,20 +342,30 @@ def build_train_loader(
     batch_size: int,
     seed: int,
     rank: int,
-    start_step: int,
+    world_size: int = 1,
+    start_positions: dict[int, int] | None = None,
     pin_memory: bool,
     method: MethodConfig | None = None,
 ) -> DataLoader:
     """Build the endless DataLoader of view batches for one training process.
 
     The audio-shift method gets pairs of in-sync and shifted audio; every other method gets two views per
-    clip, plus local views when `data.local_views` > 0.
+    clip, plus local views when `data.local_views` > 0. `start_positions` (worker id -> stream position)
+    continues each worker's stream where a checkpoint left it.
     """
+    workers = max(data.num_workers, 1)
+    if rank == 0 and shards_are_shared(urls, world_size=world_size, num_workers=workers):
+        logger.warning(
+            "%d shard(s) for %d process(es) x %d worker(s): every stream draws from all shards, so processes "
+            "may read the same clips in one step; build at least %d shards to give each its own",
+            len(urls), world_size, workers, world_size * workers,
+        )
     dataset: IterableDataset
+    common = {"seed": seed, "rank": rank, "world_size": world_size, "start_positions": start_positions}
     if method is not None and method.name == "audio_shift":
-        dataset = ShiftedAudioClips(urls, data, method, seed=seed, rank=rank, start_step=start_step)
+        dataset = ShiftedAudioClips(urls, data, method, **common)
     else:
-        dataset = TwoViewClips(urls, data, seed=seed, rank=rank, start_step=start_step)
+        dataset = TwoViewClips(urls, data, **common)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -318,4 +374,7 @@ def build_train_loader(
         pin_memory=pin_memory,
         persistent_workers=data.num_workers > 0,
         drop_last=True,
+        # A generator of its own, so that starting the workers draws nothing from the global generator that
+        # checkpoints restore.
+        generator=torch.Generator().manual_seed(seed),
     )

@@ -4,6 +4,11 @@ The encoder is rebuilt from the config stored in the checkpoint and runs in eval
 Its inputs are deterministic: `video_eval_tensor` spreads frames evenly over the clip and resizes the whole
 frame so its shorter side is `data.crop_size`, and audio becomes the log-mel spectrogram of the clip. Rows follow the stored
 order of the shard set, and row i of `embeddings.npy` is line i of `meta.jsonl`.
+
+For an audio-shift checkpoint exported with `--modality joint`, the folder also contains `energy.npy`:
+float32 (N,), row i the model's energy of clip i with its own in-sync audio, the same value as
+`AudioShift.energy`. Higher energy means the model finds the sound less in sync with the picture, so it
+is an anomaly score of its own.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from pretrain.checkpoint import load_checkpoint
@@ -38,6 +44,12 @@ META_FIELDS = ("key", "source", "source_name", "start_s", "end_s", "fps", "frame
 
 def load_encoder(checkpoint: str | os.PathLike) -> tuple[AVEncoder, PretrainConfig, dict[str, Any]]:
     """Rebuild the online encoder of a checkpoint from its stored config and weights; return it with both."""
+    method, config, payload = load_method(checkpoint)
+    return method.encoder, config, payload
+
+
+def load_method(checkpoint: str | os.PathLike) -> tuple[nn.Module, PretrainConfig, dict[str, Any]]:
+    """Rebuild a checkpoint's whole method (encoder and heads) from its stored config and weights."""
     payload = load_checkpoint(checkpoint)
     method_name = payload["method"]
     if method_name not in METHODS:
@@ -56,7 +68,7 @@ def load_encoder(checkpoint: str | os.PathLike) -> tuple[AVEncoder, PretrainConf
     except RuntimeError as error:
         reason = str(error).splitlines()[0]
         raise CheckpointError(f"checkpoint {checkpoint} weights do not match its stored config: {reason}") from error
-    return method.encoder, config, payload
+    return method, config, payload
 
 
 def embed_shards(
@@ -77,7 +89,8 @@ def embed_shards(
         raise PretrainError(f"--batch-size must be at least 1, got {batch_size}")
     index = read_index(shards_dir)
 
-    encoder, config, payload = load_encoder(checkpoint)
+    method, config, payload = load_method(checkpoint)
+    encoder = method.encoder
     if modality not in encoder.dims:
         raise PretrainError(
             f"checkpoint {checkpoint} has no {modality} embedding: its model was trained on "
@@ -86,10 +99,12 @@ def embed_shards(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    encoder = encoder.to(device).eval()
-    embedder = ClipEmbedder(encoder, config, modality, device)
+    method = method.to(device).eval()
+    energy_head = energy_head_of(method, modality)
+    embedder = ClipEmbedder(encoder, config, modality, device, energy_head=energy_head)
 
     rows: list[np.ndarray] = []
+    energy_rows: list[np.ndarray] = []
     meta_lines: list[str] = []
     pending: list[Any] = []
     skipped = 0
@@ -103,12 +118,12 @@ def embed_shards(
         # Clips of one batch must share their input shape; sources with other frame sizes start a new batch.
         batch_full = len(pending) == batch_size
         if pending and (batch_full or embedder.input_shape(clip) != embedder.input_shape(pending[0])):
-            rows.append(embedder.embed(pending))
+            embed_batch(embedder, pending, rows, energy_rows)
             pending = []
         pending.append(clip)
         meta_lines.append(json.dumps({field: clip_meta_value(clip, field) for field in META_FIELDS}))
     if pending:
-        rows.append(embedder.embed(pending))
+        embed_batch(embedder, pending, rows, energy_rows)
     progress.close()
 
     if not rows:
@@ -125,16 +140,50 @@ def embed_shards(
         "count": int(embeddings.shape[0]),
         "dtype": dtype,
     }
-    write_embeddings_folder(out_dir, embeddings, meta_lines, header)
+    energy = np.concatenate(energy_rows).astype(np.float32) if energy_rows else None  # (N,)
+    write_embeddings_folder(out_dir, embeddings, meta_lines, header, energy=energy)
     logger.info("wrote %d x %d %s embeddings to %s", embeddings.shape[0], embeddings.shape[1], modality, out_dir)
     return out_dir
+
+
+def energy_head_of(method: nn.Module, modality: EmbedModality) -> nn.Module | None:
+    """Return the audio-shift model's energy layer when `energy.npy` can be written, else None.
+
+    The energy needs the joint embedding of a clip with its own audio, so it comes with `--modality joint`.
+    """
+    if getattr(method, "name", None) != "audio_shift":
+        return None
+    if modality != "joint":
+        logger.info("energy.npy is written with --modality joint only, so this %s export has none", modality)
+        return None
+    return method.online["energy_head"]
+
+
+def embed_batch(
+    embedder: ClipEmbedder, clips: list[Any], rows: list[np.ndarray], energy_rows: list[np.ndarray]
+) -> None:
+    """Embed one batch and append its embeddings (and energies, for an audio-shift model) to the lists."""
+    embeddings, energy = embedder.embed_with_energy(clips)
+    rows.append(embeddings)
+    if energy is not None:
+        energy_rows.append(energy)
 
 
 class ClipEmbedder:
     """Turn decoded clips into encoder inputs and run one frozen forward pass per batch."""
 
-    def __init__(self, encoder: AVEncoder, config: PretrainConfig, modality: EmbedModality, device: torch.device):
+    def __init__(
+        self,
+        encoder: AVEncoder,
+        config: PretrainConfig,
+        modality: EmbedModality,
+        device: torch.device,
+        *,
+        energy_head: nn.Module | None = None,
+    ) -> None:
         self.encoder = encoder
+        # The audio-shift model's last layer: joint embedding -> energy, low when the audio is in sync.
+        self.energy_head = energy_head
         self.config = config
         self.modality = modality
         self.device = device
@@ -151,9 +200,13 @@ class ClipEmbedder:
         """Shape key of a clip's inputs, without decoding more than the frame array's shape."""
         return (clip.frames.shape[1:3] if self.needs_video else None, len(clip.audio) if self.needs_audio else None)
 
-    @torch.no_grad()
     def embed(self, clips: list[Any]) -> np.ndarray:
         """Return the (B, D) float32 embeddings of clips that share an input shape."""
+        return self.embed_with_energy(clips)[0]
+
+    @torch.no_grad()
+    def embed_with_energy(self, clips: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Return the (B, D) float32 embeddings and, with an energy head, the (B,) float32 energies."""
         video = audio = None
         if self.needs_video:
             video = torch.stack([self.video_input(clip) for clip in clips]).to(self.device)  # (B, 3, T, H, W)
@@ -167,7 +220,11 @@ class ClipEmbedder:
             output = self.encoder.audio(audio)  # (B, Da)
         else:
             output = self.encoder(video=video, audio=audio)["joint"]  # (B, joint_dim)
-        return output.float().cpu().numpy()
+
+        energy = None
+        if self.energy_head is not None:
+            energy = self.energy_head(output).squeeze(-1).float().cpu().numpy()  # (B,)
+        return output.float().cpu().numpy(), energy
 
 
 def clip_meta_value(clip: Any, field: str) -> Any:
@@ -183,12 +240,19 @@ def encoder_name(payload: dict[str, Any], config: PretrainConfig) -> str:
     return f"{payload['method']} {arch} {config.data.modality} (step {payload['step']})"
 
 
-def write_embeddings_folder(out_dir: Path, embeddings: np.ndarray, meta_lines: list[str], header: dict) -> None:
-    """Write the three files into a temporary folder beside `out_dir`, then rename it to `out_dir`."""
+def write_embeddings_folder(
+    out_dir: Path, embeddings: np.ndarray, meta_lines: list[str], header: dict, *, energy: np.ndarray | None = None
+) -> None:
+    """Write the files into a temporary folder beside `out_dir`, then rename it to `out_dir`.
+
+    `energy` (N,) float32, when given, becomes energy.npy with row i belonging to line i of meta.jsonl.
+    """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         np.save(temporary / "embeddings.npy", embeddings, allow_pickle=False)
+        if energy is not None:
+            np.save(temporary / "energy.npy", energy, allow_pickle=False)
         (temporary / "meta.jsonl").write_text("".join(line + "\n" for line in meta_lines), encoding="utf-8")
         (temporary / "header.json").write_text(json.dumps(header, indent=2) + "\n", encoding="utf-8")
         os.replace(temporary, out_dir)

@@ -1,10 +1,11 @@
-"""The `latentwatch embed` command line."""
+"""The `latentwatch embed` and `latentwatch report` command lines."""
 
 from __future__ import annotations
 
 import argparse
 
 from pretrain.errors import PretrainError
+from pretrain.run_report import add_report_command
 from shards.errors import ShardsInputError
 
 
@@ -15,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> tuple[type[Exception], .
         help="export frozen embeddings of a shard set from a pretraining checkpoint",
         description=(
             "Run the checkpoint's online encoder (eval mode, no gradients) over every clip of a shard set in "
-            "stored order and write embeddings.npy, meta.jsonl and header.json into a new folder."
+            "stored order and write embeddings.npy, meta.jsonl and header.json into a new folder. With an "
+            "audio-shift checkpoint and --modality joint it also writes energy.npy: float32 (N,), row i the "
+            "model's energy of clip i with its own audio (higher = less in sync, an anomaly score)."
         ),
     )
     parser.add_argument(
@@ -41,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> tuple[type[Exception], .
         help="storage type of embeddings.npy (default: %(default)s)",
     )
     parser.set_defaults(handler=run_embed)
+    add_report_command(subparsers)
     return (PretrainError, ShardsInputError)
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from torch import nn
 from tqdm import tqdm
 
@@ -25,6 +26,7 @@ from pretrain.data import build_train_loader, check_shards
 from pretrain.ema import EMA, cosine_momentum
 from pretrain.errors import CheckpointError, PretrainError
 from pretrain.methods import build_method
+from pretrain.online_probe import OnlineProbe
 from pretrain.run_folder import (
     CHECKPOINT_DIR,
     INIT_CHECKPOINT,
@@ -53,6 +55,8 @@ class TrainState:
     step: int = 0
     wandb_id: str | None = None
     skipped_steps: int = 0
+    # This process's stream positions, worker id -> position of the next clip that worker yields.
+    data_positions: dict[int, int] = field(default_factory=dict)
 
 
 def train(config: PretrainConfig, *, resume: bool = False) -> Path:
@@ -75,7 +79,10 @@ def train(config: PretrainConfig, *, resume: bool = False) -> Path:
     state = TrainState()
     if resume:
         checkpoint = resume_source / CHECKPOINT_DIR / LAST_CHECKPOINT
-        state = restore_training(checkpoint, config, method, optimizer, scheduler)
+        state = restore_training(
+            checkpoint, config, method, optimizer, scheduler,
+            rank=accelerator.process_index, world_size=accelerator.num_processes,
+        )
 
     # The main process creates the folder (or moves a finished run back to its working name) only after every
     # check has passed. The other processes wait, so they never see it half made.
@@ -106,10 +113,14 @@ def train(config: PretrainConfig, *, resume: bool = False) -> Path:
         batch_size=config.optim.batch_size,
         seed=config.run.seed,
         rank=accelerator.process_index,
-        start_step=state.step,
+        world_size=accelerator.num_processes,
+        start_positions=state.data_positions,
         pin_memory=accelerator.device.type == "cuda",
         method=config.method,
     )
+
+    # Only the main process probes; the others wait for it at the next gradient all-reduce.
+    probe = OnlineProbe(config) if config.probe.every > 0 and accelerator.is_main_process else None
 
     tracker = None
     if accelerator.is_main_process:
@@ -124,7 +135,9 @@ def train(config: PretrainConfig, *, resume: bool = False) -> Path:
         state.wandb_id = tracker.wandb_id
 
     try:
-        run_loop(accelerator, model, optimizer, scheduler, loader, config, config_dict, state, folder, tracker)
+        run_loop(
+            accelerator, model, optimizer, scheduler, loader, config, config_dict, state, folder, tracker, probe
+        )
     finally:
         if tracker is not None:
             tracker.close()
@@ -148,6 +161,7 @@ def run_loop(
     state: TrainState,
     folder: Path,
     tracker: MetricsTracker | None,
+    probe: OnlineProbe | None = None,
 ) -> None:
     """Run optimiser steps from `state.step` to `optim.total_steps`, logging and checkpointing on schedule."""
     optim = config.optim
@@ -172,6 +186,7 @@ def run_loop(
             set_step(state.step)
         for _ in range(optim.grad_accumulation):
             batch = next(batches)
+            record_stream_position(state, batch, accelerator.process_index)
             # Every tensor of the batch goes to the method: the views, plus the local views of multi-crop.
             inputs = {
                 name: value.to(accelerator.device, non_blocking=True)
@@ -208,6 +223,19 @@ def run_loop(
         state.step += 1
         window_steps += 1
         progress.update(1)
+        if logger.isEnabledFor(logging.DEBUG):
+            # Replicas must stay identical; comparing this line across ranks shows that they do.
+            logger.debug(
+                "rank %d step %d parameter checksum %r",
+                accelerator.process_index, state.step, parameter_checksum(method),
+            )
+
+        probe_logs: dict[str, float] = {}
+        if probe is not None and state.step % config.probe.every == 0:
+            probe_logs["probe/knn_top1"] = probe.measure(method.encoder)
+            progress.set_postfix(knn_top1=f"{probe_logs['probe/knn_top1']:.3f}")
+            if tracker is not None and state.step % config.run.log_every != 0 and state.step != optim.total_steps:
+                tracker.log({"step": state.step, **probe_logs})
 
         if state.step % config.run.log_every == 0 or state.step == optim.total_steps:
             elapsed = time.perf_counter() - window_start
@@ -219,21 +247,58 @@ def run_loop(
                 "grad_norm": grad_norm,
                 "skipped_steps": state.skipped_steps,
                 "samples_per_s": window_steps * clips_per_step / max(elapsed, 1e-9),
+                **probe_logs,
             }
             if tracker is not None:
                 tracker.log(record)
-            progress.set_postfix(loss=f"{record['loss']:.4f}", embedding_std=f"{record['embedding_std']:.4f}")
+            postfix = {"loss": f"{record['loss']:.4f}", "embedding_std": f"{record['embedding_std']:.4f}"}
+            if probe_logs:
+                postfix["knn_top1"] = f"{probe_logs['probe/knn_top1']:.3f}"
+            progress.set_postfix(**postfix)
             window_start = time.perf_counter()
             window_steps = 0
 
         if state.step % config.run.checkpoint_every == 0 or state.step == optim.total_steps:
+            # Every process sends its generators and stream positions, so each one resumes exactly.
+            rank_states = gather_object([capture_rank_state(state)])
             if accelerator.is_main_process:
                 payload = checkpoint_payload(
-                    method, config_dict, step=state.step, optimizer=optimizer, scheduler=scheduler, state=state
+                    method, config_dict, step=state.step, optimizer=optimizer, scheduler=scheduler, state=state,
+                    rank_states=rank_states,
                 )
                 save_checkpoint(folder / CHECKPOINT_DIR / LAST_CHECKPOINT, payload)
             accelerator.wait_for_everyone()
     progress.close()
+
+
+def record_stream_position(state: TrainState, batch: dict[str, Any], rank: int) -> None:
+    """Record the stream position of the worker that made `batch`, and log the batch's keys at debug level."""
+    if "position" not in batch:
+        return
+    worker = int(batch["worker"])
+    state.data_positions[worker] = max(batch["position"]) + 1
+    logger.debug(
+        "rank %d step %d worker %d positions %s keys %s",
+        rank, state.step + 1, worker, batch["position"], " ".join(batch["key"]),
+    )
+
+
+def parameter_checksum(module: nn.Module) -> float:
+    """Return a float64 fingerprint of every parameter: sums weighted by position, so swaps change it too."""
+    total = 0.0
+    for index, parameter in enumerate(module.parameters()):
+        values = parameter.detach().double().flatten()
+        weights = torch.linspace(1.0, 2.0, values.numel(), dtype=torch.float64, device=values.device)
+        total += (index + 1) * float((values * weights).sum())
+    return total
+
+
+def capture_rank_state(state: TrainState) -> dict[str, Any]:
+    """Return what one process needs to resume exactly: its generators and its workers' stream positions."""
+    return {
+        "rng": capture_rng_state(),
+        "data_positions": {str(worker): int(position) for worker, position in state.data_positions.items()},
+    }
 
 
 def build_optimizer(method: nn.Module, config: PretrainConfig) -> torch.optim.AdamW:
@@ -269,8 +334,12 @@ def checkpoint_payload(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     state: TrainState | None = None,
+    rank_states: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Assemble a checkpoint of tensors and built-ins; the optimiser part is left out of init.pt."""
+    """Assemble a checkpoint of tensors and built-ins; the optimiser part is left out of init.pt.
+
+    `rank_states` contains `capture_rank_state` of every process, in rank order, and `rng` repeats rank 0's.
+    """
     payload: dict[str, Any] = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "method": method.name,
@@ -282,7 +351,10 @@ def checkpoint_payload(
     if optimizer is not None and scheduler is not None and state is not None:
         payload["optimizer"] = optimizer.state_dict()
         payload["scheduler"] = scheduler.state_dict()
-        payload["rng"] = capture_rng_state()
+        rank_states = rank_states if rank_states is not None else [capture_rank_state(state)]
+        payload["rng"] = rank_states[0]["rng"]
+        payload["ranks"] = rank_states
+        payload["streams"] = {"num_workers": config_dict["data"]["num_workers"], "processes": len(rank_states)}
         payload["wandb_id"] = state.wandb_id
         payload["skipped_steps"] = state.skipped_steps
     return payload
@@ -294,8 +366,16 @@ def restore_training(
     method: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> TrainState:
-    """Load model, target, optimiser, scheduler, step and generator state from a training checkpoint."""
+    """Load model, target, optimiser, scheduler, step, generator state and stream positions from a checkpoint.
+
+    With the same number of processes and data workers as the saved run, every process gets its own
+    generators and stream positions back and the run continues exactly as if never stopped. Otherwise
+    the streams restart at the seed and a warning states that the data order differs from an uninterrupted run.
+    """
     payload = load_checkpoint(path, expected_method=config.method.name)
     if "optimizer" not in payload:
         raise CheckpointError(f"checkpoint {path} contains no optimiser state, so training cannot resume from it")
@@ -331,9 +411,33 @@ def restore_training(
     scheduler.lr_lambdas[0] = WarmupCosine(
         config.optim.warmup_steps, config.optim.total_steps, config.optim.min_lr_ratio
     )
-    restore_rng_state(payload["rng"])
+    rank_state = select_rank_state(path, payload, config, rank=rank, world_size=world_size)
+    restore_rng_state(rank_state["rng"])
     return TrainState(
         step=int(payload["step"]),
         wandb_id=payload.get("wandb_id"),
         skipped_steps=int(payload.get("skipped_steps", 0)),
+        data_positions={int(worker): int(position) for worker, position in rank_state["data_positions"].items()},
     )
+
+
+def select_rank_state(
+    path: Path, payload: dict[str, Any], config: PretrainConfig, *, rank: int, world_size: int
+) -> dict[str, Any]:
+    """Return this process's saved generators and stream positions, or rank 0's generators and fresh streams."""
+    ranks = payload.get("ranks")
+    saved = payload.get("streams", {})
+    if (
+        isinstance(ranks, list)
+        and len(ranks) == world_size
+        and saved.get("num_workers") == config.data.num_workers
+    ):
+        return ranks[rank]
+    if rank == 0:
+        logger.warning(
+            "checkpoint %s was saved by %s process(es) with data.num_workers=%s, this run has %d and %d: the "
+            "data streams restart from the seed, so batches differ from an uninterrupted run",
+            path, len(ranks) if isinstance(ranks, list) else "an unknown number of", saved.get("num_workers", "?"),
+            world_size, config.data.num_workers,
+        )
+    return {"rng": payload["rng"], "data_positions": {}}

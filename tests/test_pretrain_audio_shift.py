@@ -21,6 +21,8 @@ from pretrain.methods import build_method
 from pretrain.methods.audio_shift import AudioShift
 from pretrain.shifted_audio import ShiftedAudioPairer, covered_length
 from shards.audio import LogMel
+from shards.augment import video_eval_tensor
+from shards.cli import main as latentwatch_main
 from shards.decode import VideoFile, decode_audio
 from shards.read import Clip, iter_clips
 
@@ -260,6 +262,42 @@ def test_two_trainer_steps_and_energy_from_checkpoint(workspace: Path, tmp_path:
 
     encoder, _, _ = load_encoder(run / "checkpoints" / "last.pt")
     assert encoder.modality == "audio_video"
+
+    check_embed_writes_energy(workspace, run, method, config)
+
+
+def check_embed_writes_energy(workspace: Path, run: Path, method: AudioShift, config: PretrainConfig) -> None:
+    """`latentwatch embed` of an audio-shift checkpoint writes energy.npy aligned with meta.jsonl."""
+    out = run.parent / "embeddings"
+    status = latentwatch_main(
+        ["embed", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--shards", str(workspace / "shards"),
+         "--out", str(out), "--batch-size", "4"]
+    )
+    assert status == 0
+    energy = np.load(out / "energy.npy", allow_pickle=False)
+    meta = [json.loads(line) for line in (out / "meta.jsonl").read_text().splitlines()]
+    assert energy.dtype == np.float32
+    assert energy.shape == (len(meta),)
+    assert np.isfinite(energy).all()
+
+    # Row i is clip i's energy with its own audio, computed from the same deterministic inputs.
+    clips = {clip.key: clip for clip in iter_clips(workspace / "shards")}
+    logmel = LogMel(n_mels=config.data.n_mels)
+    for row in (0, len(meta) - 1):
+        clip = clips[meta[row]["key"]]
+        video = video_eval_tensor(clip.frames, num_frames=config.data.num_frames, short_side=config.data.crop_size)
+        audio = logmel(torch.from_numpy(clip.audio)[None])  # (1, 1, M, F)
+        with torch.no_grad():
+            expected = method.energy(video[None], audio)
+        assert energy[row] == pytest.approx(float(expected[0]), rel=1e-4, abs=1e-5)
+
+    video_out = run.parent / "embeddings_video"
+    status = latentwatch_main(
+        ["embed", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--shards", str(workspace / "shards"),
+         "--out", str(video_out), "--modality", "video"]
+    )
+    assert status == 0
+    assert not (video_out / "energy.npy").exists()
 
 
 def test_shards_without_audio_give_one_error_line(workspace: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import torch
 from pretrain.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, save_checkpoint
 from pretrain.collapse import normalized_embedding_std
 from pretrain.config import PretrainConfig, config_to_dict, load_config
+from pretrain.clip_stream import assign_shards
 from pretrain.data import TwoViewClips, stack_views
 from pretrain.ema import EMA, cosine_momentum
 from pretrain.encoders import AudioEncoder, AVEncoder, VideoEncoder, build_encoder
@@ -292,7 +293,7 @@ def fake_clip(key: str, with_audio: bool) -> SimpleNamespace:
 
 def test_two_views_skip_clips_without_audio(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     clips = [fake_clip("a", True), fake_clip("b", False), fake_clip("c", True)]
-    monkeypatch.setattr("pretrain.data.stream_clips", lambda *args, **kwargs: iter(clips))
+    monkeypatch.setattr("pretrain.data.numbered_clips", lambda *args, **kwargs: enumerate(clips))
     config = small_config("data.modality=audio_video")
     dataset = TwoViewClips(["unused.tar"], config.data, seed=0)
 
@@ -308,10 +309,12 @@ def test_two_views_skip_clips_without_audio(monkeypatch: pytest.MonkeyPatch, cap
     batch = stack_views(samples)
     assert batch["video"].shape == (2, 2, 3, 4, 32, 32)
     assert batch["key"] == ["a", "c"]
+    assert batch["position"] == [0, 2]
+    assert batch["worker"] == 0
 
 
 def test_two_views_are_seeded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pretrain.data.stream_clips", lambda *args, **kwargs: iter([fake_clip("a", False)]))
+    monkeypatch.setattr("pretrain.data.numbered_clips", lambda *args, **kwargs: enumerate([fake_clip("a", False)]))
     config = small_config()
 
     def first_view(seed: int, rank: int) -> torch.Tensor:
@@ -319,3 +322,30 @@ def test_two_views_are_seeded(monkeypatch: pytest.MonkeyPatch) -> None:
 
     torch.testing.assert_close(first_view(0, 0), first_view(0, 0))
     assert not torch.equal(first_view(0, 0), first_view(0, 1))
+
+
+def test_views_depend_on_position_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A resumed stream starts at a later position; its clips must get the augmentations they got before.
+    clips = [fake_clip("a", False), fake_clip("b", False), fake_clip("c", False)]
+    monkeypatch.setattr(
+        "pretrain.data.numbered_clips", lambda *args, start, **kwargs: list(enumerate(clips))[start:]
+    )
+    config = small_config()
+    whole = list(TwoViewClips(["unused.tar"], config.data, seed=0))
+    resumed = list(TwoViewClips(["unused.tar"], config.data, seed=0, start_positions={0: 2}))
+
+    assert [sample["position"] for sample in resumed] == [2]
+    torch.testing.assert_close(resumed[0]["video"], whole[2]["video"])
+    assert not torch.equal(whole[1]["video"], whole[2]["video"])
+
+
+def test_shards_dealt_to_streams_without_overlap() -> None:
+    urls = [f"shard-{index}.tar" for index in range(10)]
+    shares = [
+        assign_shards(urls, rank=rank, world_size=2, worker=worker, num_workers=2)
+        for rank in range(2)
+        for worker in range(2)
+    ]
+    assert sorted(url for share in shares for url in share) == sorted(urls)
+    assert all(len(share) in (2, 3) for share in shares)
+    assert assign_shards(urls[:3], rank=1, world_size=2, worker=0, num_workers=2) == urls[:3]
