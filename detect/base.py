@@ -6,6 +6,11 @@ Fitted attributes end in `_`. Thresholding is separate from scoring: `threshold_
 an alarm. A saved detector is `detector.json` plus `.npy` arrays (and, for the neural detectors, a
 `.safetensors` file of weights) and the normal rows' `meta.jsonl`, a format that loading can never execute.
 
+`fit` takes normal rows and their metadata, never labels, and every setting chosen during fitting uses
+the normal rows only: IAE stops early on a validation split of its normal training sequences, and CnC fits
+the decay of its clarity target to its own warm-up losses. kNN's k, like every constructor setting, is the
+user's choice, and no code here tunes a setting on test labels.
+
 Most detectors score rows (N, D). Sequence detectors (`input_ndim = 3`) score sequences (M, N, D) of N
 segment embeddings each; their `dimension_` is D and `sequence_length_` is N.
 """
@@ -232,6 +237,9 @@ class Detector(ABC):
         if not np.issubdtype(vectors.dtype, np.number) or np.issubdtype(vectors.dtype, np.complexfloating):
             raise DetectInputError(f"expected real-valued vectors, got dtype {vectors.dtype}")
         raise_on_non_finite_rows(vectors, source="input vectors")
+        if np.issubdtype(vectors.dtype, np.floating):
+            # Not copied, so a memory-mapped array stays on disk; each detector converts what it reads.
+            return vectors
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def _check_sequences(self, sequences: np.ndarray, *, expected_dimension: int | None) -> np.ndarray:
@@ -278,6 +286,7 @@ def _load_array(directory: Path, name: str) -> np.ndarray:
     if not path.is_file():
         raise DetectInputError(f"detector folder {directory} is missing {path.name}")
     try:
-        return np.load(path, allow_pickle=False)
+        # Memory-mapped, so the normal rows of a large kNN detector are read from disk as the search needs them.
+        return np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as error:
         raise DetectInputError(f"cannot read {path} as a .npy array without pickle: {error}") from None

@@ -14,6 +14,7 @@ import numpy as np
 from detect.base import Detector, load_detector
 from detect.cnc import CnCDetector
 from detect.embeddings import Embeddings, load_embeddings
+from detect.energy import score_energy
 from detect.errors import DetectInputError
 from detect.evaluate import evaluate_scores, format_table, write_evaluation
 from detect.explain_cli import add_explain_command
@@ -23,9 +24,11 @@ from detect.knn import AGGREGATES, INDEXES, METRICS, KNNDetector
 from detect.probe import ProbeResult, knn_probe, linear_probe, read_labels
 from detect.scores import read_scores, write_scores
 from detect.scoring import score_embeddings
+from detect.seeds import format_seed_table, recorded_seeds, write_seed_evaluations
 from detect.sequences import build_windows, score_sequence_embeddings
 
 FIT_METHODS = ("knn", "iae", "cnc")
+SCORE_METHODS = ("detector", "energy")
 DEFAULT_SEQUENCE_LENGTH = 5
 
 logger = logging.getLogger(__name__)
@@ -97,9 +100,16 @@ def _add_score(commands: argparse._SubParsersAction) -> None:
         "score",
         help="score every clip of an embeddings folder and list its neighbours",
         description="Score every clip of an embeddings folder (higher = more anomalous) and write, per clip, "
-        "its score and its nearest normal clips with their distances.",
+        "its score and its nearest normal clips with their distances. With --method energy, the score is "
+        "the audio-shift model's energy of each clip with its own audio, read from the folder's energy.npy "
+        "(written by `latentwatch embed` for audio-shift checkpoints); it needs no --model and lists no "
+        "neighbours.",
     )
-    parser.add_argument("--model", type=Path, required=True, help="detector folder written by `detect fit`")
+    parser.add_argument("--method", choices=SCORE_METHODS, default="detector",
+                        help="detector: score with the fitted detector in --model; energy: use the folder's "
+                             "energy.npy as the score (default: detector)")
+    parser.add_argument("--model", type=Path,
+                        help="detector folder written by `detect fit`; required with --method detector")
     parser.add_argument("--embeddings", type=Path, required=True, help="embeddings folder to score")
     parser.add_argument("--out", type=Path, required=True, help="scores folder to write")
     parser.set_defaults(handler=_score)
@@ -111,14 +121,23 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
         help="AUROC, EER, AUPRC and AP of a scores folder, with plots",
         description="Map clip scores to frames (each frame takes the maximum score of the clips covering it) "
         "and report AUROC, EER, AUPRC and AP, micro and macro, plus the centre-frame rule; write "
-        "metrics.json, ROC and PR curves and per-video score timelines.",
+        "metrics.json, ROC and PR curves and per-video score timelines. Macro metrics are the mean over "
+        "videos with both normal and anomalous frames; single-class videos are skipped and counted. With "
+        "several scores folders (one per seed), each is evaluated in its own subfolder and metrics.json "
+        "adds the mean, sample standard deviation and n of every metric.",
     )
-    parser.add_argument("--scores", type=Path, required=True, help="scores folder written by `detect score`")
-    parser.add_argument("--out", type=Path, help="output folder (default: SCORES/evaluation)")
+    parser.add_argument("--scores", type=Path, nargs="+", required=True, metavar="SCORES",
+                        help="scores folder written by `detect score`; give one folder per seed of the same "
+                             "experiment to also get the mean, standard deviation and n of every metric")
+    parser.add_argument("--out", type=Path,
+                        help="output folder (default: SCORES/evaluation; required with several folders)")
     parser.add_argument("--smooth-sigma", type=float, default=0.0,
                         help="Gaussian smoothing of frame scores, standard deviation in frames; "
                              "0 turns it off "
                              "(default: 0)")
+    parser.add_argument("--normalise-per-video", action="store_true",
+                        help="z-score each video's scores with that video's own mean and standard deviation "
+                             "before pooling; this uses test-time statistics, so the output says so (default: off)")
     parser.add_argument("--normal-label", action="append", dest="normal_labels", metavar="NAME",
                         help="clip label that means normal, for clip-level evaluation; repeatable "
                              "(default: normal)")
@@ -201,12 +220,27 @@ def _normal_rows(
             f"{embeddings.meta[anomalous[0]]['key']}); a detector is fitted on normal clips only, so pass "
             "--exclude-anomalous to drop them or fit on a normal-only embeddings folder"
         )
+    if len(anomalous) == len(embeddings):
+        raise DetectInputError(
+            f"all {len(embeddings)} clips in {source} have anomalous frame labels, so no normal clip is left "
+            "to fit on; fit on an embeddings folder of normal clips"
+        )
     keep = np.setdiff1d(np.arange(len(embeddings)), anomalous)
     logger.warning("dropped %d clips with anomalous frame labels; fitting on %d", len(anomalous), keep.size)
     return np.asarray(embeddings.vectors[keep]), [embeddings.meta[index] for index in keep]
 
 
 def _score(args: argparse.Namespace) -> int:
+    if args.method == "energy":
+        if args.model is not None:
+            raise DetectInputError("--method energy reads energy.npy and takes no --model; drop --model")
+        rows, header = score_energy(load_embeddings(args.embeddings), embeddings_path=args.embeddings)
+        write_scores(args.out, rows, header)
+        print(f"scores: {args.out} ({len(rows)} clips scored by audio-shift energy, no alarm threshold)")
+        return 0
+
+    if args.model is None:
+        raise DetectInputError("--model is required with --method detector (or use --method energy)")
     detector = load_detector(args.model)
     embeddings = load_embeddings(args.embeddings)
     score_function = score_sequence_embeddings if detector.input_ndim == 3 else score_embeddings
@@ -221,13 +255,35 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    scores = read_scores(args.scores)
+    if len(args.scores) > 1 and args.out is None:
+        raise DetectInputError("--out is required when --scores names several folders")
+    if len(set(path.resolve() for path in args.scores)) != len(args.scores):
+        raise DetectInputError("--scores names the same folder twice; give each run's folder once")
     normal_labels = tuple(args.normal_labels or ("normal",))
-    evaluation = evaluate_scores(scores, smooth_sigma=args.smooth_sigma, normal_labels=normal_labels)
-    evaluation.metrics["scores"] = str(args.scores.resolve())
-    out = args.out or args.scores / "evaluation"
-    write_evaluation(out, evaluation, threshold=finite_float(scores.header.get("threshold")))
-    print(format_table(evaluation.metrics))
+
+    evaluations, headers = [], []
+    for path in args.scores:
+        scores = read_scores(path)
+        evaluation = evaluate_scores(
+            scores,
+            smooth_sigma=args.smooth_sigma,
+            normal_labels=normal_labels,
+            normalise_per_video=args.normalise_per_video,
+        )
+        evaluation.metrics["scores"] = str(path.resolve())
+        evaluation.metrics["seeds"] = recorded_seeds(scores.header)
+        evaluations.append(evaluation)
+        headers.append(scores.header)
+    thresholds = [finite_float(header.get("threshold")) for header in headers]
+
+    if len(evaluations) == 1:
+        out = args.out or args.scores[0] / "evaluation"
+        write_evaluation(out, evaluations[0], threshold=thresholds[0])
+        print(format_table(evaluations[0].metrics))
+    else:
+        out = args.out
+        combined = write_seed_evaluations(out, evaluations, args.scores, headers, thresholds=thresholds)
+        print(format_seed_table(combined))
     print(f"metrics: {out / 'metrics.json'}")
     return 0
 

@@ -45,6 +45,13 @@ from tqdm import tqdm
 
 from detect.base import Detector
 from detect.errors import DetectInputError
+from detect.parameter_checks import (
+    check_choice,
+    check_integer,
+    check_non_negative_number,
+    check_positive_integers,
+    check_positive_number,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,19 +174,12 @@ class CnCDetector(Detector):
         contamination: float = 0.1,
     ) -> None:
         super().__init__(contamination=contamination)
-        if score_name not in SCORE_NAMES:
-            raise DetectInputError(f"score_name must be one of {', '.join(SCORE_NAMES)}, got {score_name!r}")
-        for label, value in (("hidden_dim", hidden_dim), ("code_dim", code_dim),
-                             ("estimator_channels", estimator_channels), ("batch_size", batch_size),
-                             ("warmup_epochs", warmup_epochs), ("epochs", epochs)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DetectInputError(f"{label} must be a positive integer, got {value!r}")
-        if not lambda_skip >= 0.0:
-            raise DetectInputError(f"lambda_skip must be >= 0, got {lambda_skip}")
-        if not learning_rate > 0.0:
-            raise DetectInputError(f"learning_rate must be > 0, got {learning_rate}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise DetectInputError(f"seed must be an integer, got {seed!r}")
+        check_choice("score_name", score_name, SCORE_NAMES)
+        check_positive_integers(hidden_dim=hidden_dim, code_dim=code_dim, estimator_channels=estimator_channels,
+                                batch_size=batch_size, warmup_epochs=warmup_epochs, epochs=epochs)
+        check_non_negative_number("lambda_skip", lambda_skip)
+        check_positive_number("learning_rate", learning_rate)
+        check_integer("seed", seed)
         self.score_name = score_name
         self.hidden_dim = hidden_dim
         self.code_dim = code_dim

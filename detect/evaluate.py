@@ -6,13 +6,21 @@ over videos). A video whose frames are all one class has no ROC curve, so macro 
 centre-frame rule, which labels each clip by its centre frame and evaluates clips, is reported beside it.
 Without frame labels, clips are evaluated by their `label`: a clip is normal when its label is one of the
 normal class names and anomalous otherwise.
+
+Per-video normalisation (off by default) z-scores each video's frame scores (and, for the clip-based rules,
+its clip scores) with that video's own mean and standard deviation. It uses statistics of the test scores,
+which a deployed detector would not have, so metrics.json and the printed table state when it is on. It leaves
+macro metrics unchanged, because they are rank-based within each video.
+
+Nothing here fits anything: thresholds come from the detector (normal training clips only), and labels are
+read only to compute the metrics.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +47,14 @@ from detect.scores import Scores
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-MACRO_RULE = "mean over videos that contain both normal and anomalous items; single-class videos are skipped"
+MACRO_RULE = (
+    "mean over videos that contain both normal and anomalous items; videos whose items are all normal or all "
+    "anomalous have no ROC curve, so they are skipped and counted in videos_skipped_single_class"
+)
+NORMALISATION_RULE = (
+    "per-video z-score: each video's scores minus that video's mean, divided by its standard deviation; "
+    "uses test-time statistics of the evaluated scores"
+)
 CLIP_LABEL_RULE = "a clip is normal when its label is one of normal_labels (case-insensitive), else anomalous"
 
 # More timelines than this make the output folder and the report unwieldy; the rest are counted.
@@ -57,7 +72,11 @@ class Evaluation:
 
 
 def evaluate_scores(
-    scores: Scores, *, smooth_sigma: float = 0.0, normal_labels: tuple[str, ...] = ("normal",)
+    scores: Scores,
+    *,
+    smooth_sigma: float = 0.0,
+    normal_labels: tuple[str, ...] = ("normal",),
+    normalise_per_video: bool = False,
 ) -> Evaluation:
     """Compute every metric for a scores folder; raise DetectInputError when no row carries any label."""
     if smooth_sigma < 0:
@@ -66,6 +85,10 @@ def evaluate_scores(
     videos, clips_without_frames = frames_of_videos(scores.rows)
     if smooth_sigma > 0:
         videos = [smooth_frame_scores(video, smooth_sigma) for video in videos]
+    constant_videos = 0
+    if normalise_per_video:
+        videos = [replace(video, scores=z_score(video.scores)) for video in videos]
+        constant_videos = sum(1 for video in videos if not video.scores.any())
 
     metrics: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -77,20 +100,39 @@ def evaluate_scores(
             {"kind": "gaussian", "sigma_frames": smooth_sigma, "truncated_at_sigmas": 4}
             if smooth_sigma > 0 else None
         ),
+        "normalisation": (
+            {"kind": "per_video_z_score", "rule": NORMALISATION_RULE, "uses_test_statistics": True,
+             "videos_with_constant_frame_scores": constant_videos}
+            if normalise_per_video else None
+        ),
     }
 
     if any((video.labels != UNKNOWN_LABEL).any() for video in videos):
-        return _evaluate_frames(scores, videos, clips_without_frames, metrics)
+        return _evaluate_frames(scores, videos, clips_without_frames, metrics, normalise_per_video)
     if any(row.get("label") is not None for row in scores.rows):
-        return _evaluate_clip_labels(scores, videos, normal_labels, metrics)
+        return _evaluate_clip_labels(scores, videos, normal_labels, metrics, normalise_per_video)
     raise DetectInputError(
         "the scores have no labels: no clip has frame_labels or a label, so there is nothing to evaluate "
         "against; score a labelled embeddings folder"
     )
 
 
+def z_score(values: np.ndarray) -> np.ndarray:
+    """Return `values` minus their mean, divided by their standard deviation; constant values become 0."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return values
+    spread = values.std()
+    centred = values - values.mean()
+    return centred / spread if spread > 0 else np.zeros_like(centred)
+
+
 def _evaluate_frames(
-    scores: Scores, videos: list[VideoFrames], clips_without_frames: int, metrics: dict[str, Any]
+    scores: Scores,
+    videos: list[VideoFrames],
+    clips_without_frames: int,
+    metrics: dict[str, Any],
+    normalise_per_video: bool,
 ) -> Evaluation:
     per_video = []
     for video in videos:
@@ -102,6 +144,8 @@ def _evaluate_frames(
     centre_per_video = []
     for video, clips in group_by_video(scores.rows).items():
         labels, values = centre_frame_items(clips)
+        if normalise_per_video:
+            values = z_score(values)
         centre_per_video.append((video, labels, values))
     centre_labels = np.concatenate([labels for _, labels, _ in centre_per_video])
     centre_scores = np.concatenate([values for _, _, values in centre_per_video])
@@ -124,7 +168,11 @@ def _evaluate_frames(
 
 
 def _evaluate_clip_labels(
-    scores: Scores, videos: list[VideoFrames], normal_labels: tuple[str, ...], metrics: dict[str, Any]
+    scores: Scores,
+    videos: list[VideoFrames],
+    normal_labels: tuple[str, ...],
+    metrics: dict[str, Any],
+    normalise_per_video: bool,
 ) -> Evaluation:
     normal_names = {name.lower() for name in normal_labels}
     per_video = []
@@ -138,7 +186,8 @@ def _evaluate_clip_labels(
                 continue
             labels.append(_clip_label_to_binary(label, normal_names))
             values.append(float(clip["score"]))
-        per_video.append((video, np.array(labels, dtype=np.int64), np.array(values)))
+        values = np.array(values, dtype=np.float64)
+        per_video.append((video, np.array(labels, dtype=np.int64), z_score(values) if normalise_per_video else values))
     pooled_labels = np.concatenate([labels for _, labels, _ in per_video])
     pooled_scores = np.concatenate([values for _, _, values in per_video])
 
@@ -207,29 +256,34 @@ def write_evaluation(
     directory: str | os.PathLike, evaluation: Evaluation, *, threshold: float | None = None
 ) -> Path:
     """Write metrics.json, roc.png, pr.png and a timeline PNG per video (at most MAX_TIMELINES) atomically."""
+    with atomic_folder(directory, marker="metrics.json") as temporary:
+        write_evaluation_files(temporary, evaluation, threshold=threshold)
+    return Path(directory)
+
+
+def write_evaluation_files(folder: Path, evaluation: Evaluation, *, threshold: float | None = None) -> None:
+    """Write the files of `write_evaluation` into an existing folder that the caller renames when complete."""
     metrics = dict(evaluation.metrics)
     level = metrics["level"]
-    with atomic_folder(directory, marker="metrics.json") as temporary:
-        plot_roc(temporary / "roc.png", evaluation.curve_labels, evaluation.curve_scores,
-                 title=f"ROC, {level} level, micro")
-        plot_precision_recall(temporary / "pr.png", evaluation.curve_labels, evaluation.curve_scores,
-                              title=f"Precision-recall, {level} level, micro")
+    plot_roc(folder / "roc.png", evaluation.curve_labels, evaluation.curve_scores,
+             title=f"ROC, {level} level, micro")
+    plot_precision_recall(folder / "pr.png", evaluation.curve_labels, evaluation.curve_scores,
+                          title=f"Precision-recall, {level} level, micro")
 
-        (temporary / "timelines").mkdir()
-        timelines = []
-        shown = evaluation.videos[:MAX_TIMELINES]
-        for index, video in enumerate(tqdm(shown, desc="timelines", unit="video", disable=len(shown) < 10)):
-            name = timeline_file_name(video.video, index)
-            plot_timeline(temporary / "timelines" / name, video, threshold=threshold)
-            timelines.append({"video": video.video, "file": f"timelines/{name}"})
-        metrics["plots"] = {
-            "roc": "roc.png",
-            "pr": "pr.png",
-            "timelines": timelines,
-            "timelines_omitted": max(0, len(evaluation.videos) - MAX_TIMELINES),
-        }
-        write_json_object(temporary / "metrics.json", metrics)
-    return Path(directory)
+    (folder / "timelines").mkdir()
+    timelines = []
+    shown = evaluation.videos[:MAX_TIMELINES]
+    for index, video in enumerate(tqdm(shown, desc="timelines", unit="video", disable=len(shown) < 10)):
+        name = timeline_file_name(video.video, index)
+        plot_timeline(folder / "timelines" / name, video, threshold=threshold)
+        timelines.append({"video": video.video, "file": f"timelines/{name}"})
+    metrics["plots"] = {
+        "roc": "roc.png",
+        "pr": "pr.png",
+        "timelines": timelines,
+        "timelines_omitted": max(0, len(evaluation.videos) - MAX_TIMELINES),
+    }
+    write_json_object(folder / "metrics.json", metrics)
 
 
 def format_table(metrics: dict[str, Any]) -> str:
@@ -247,11 +301,20 @@ def format_table(metrics: dict[str, Any]) -> str:
             f"{'':<13}{'macro':<7}{_row(macro)}  {macro['videos_evaluated']} videos, "
             f"{skipped} skipped (single class)"
         )
-    smoothing = metrics.get("smoothing")
-    lines.append(
-        f"smoothing: gaussian, sigma {smoothing['sigma_frames']:g} frames" if smoothing else "smoothing: none"
-    )
+    lines.extend(table_notes(metrics))
     return "\n".join(lines)
+
+
+def table_notes(metrics: dict[str, Any]) -> list[str]:
+    """Return the lines under a metrics table: smoothing, normalisation and the macro rule."""
+    smoothing = metrics.get("smoothing")
+    normalisation = metrics.get("normalisation")
+    return [
+        f"smoothing: gaussian, sigma {smoothing['sigma_frames']:g} frames" if smoothing else "smoothing: none",
+        "normalisation: per-video z-score of scores, using each test video's own mean and standard deviation"
+        if normalisation else "normalisation: none",
+        "macro: mean over videos with both normal and anomalous items; single-class videos are skipped",
+    ]
 
 
 def _row(values: dict[str, Any]) -> str:

@@ -26,6 +26,13 @@ from tqdm import tqdm
 
 from detect.base import Detector
 from detect.errors import DetectInputError
+from detect.parameter_checks import (
+    check_choice,
+    check_integer,
+    check_non_negative_number,
+    check_positive_integers,
+    check_positive_number,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,20 +118,14 @@ class IAEDetector(Detector):
         contamination: float = 0.1,
     ) -> None:
         super().__init__(contamination=contamination)
-        if score_name not in SCORE_NAMES:
-            raise DetectInputError(f"score_name must be one of {', '.join(SCORE_NAMES)}, got {score_name!r}")
-        for label, value in (("hidden_dim", hidden_dim), ("code_dim", code_dim), ("batch_size", batch_size),
-                             ("max_epochs", max_epochs), ("min_epochs", min_epochs), ("patience", patience)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise DetectInputError(f"{label} must be a positive integer, got {value!r}")
-        if not noise_std >= 0.0:
-            raise DetectInputError(f"noise_std must be >= 0, got {noise_std}")
-        if not learning_rate > 0.0:
-            raise DetectInputError(f"learning_rate must be > 0, got {learning_rate}")
+        check_choice("score_name", score_name, SCORE_NAMES)
+        check_positive_integers(hidden_dim=hidden_dim, code_dim=code_dim, batch_size=batch_size,
+                                max_epochs=max_epochs, min_epochs=min_epochs, patience=patience)
+        check_non_negative_number("noise_std", noise_std)
+        check_positive_number("learning_rate", learning_rate)
         if not 0.0 < validation_fraction < 1.0:
             raise DetectInputError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise DetectInputError(f"seed must be an integer, got {seed!r}")
+        check_integer("seed", seed)
         self.score_name = score_name
         self.hidden_dim = hidden_dim
         self.code_dim = code_dim

@@ -2,6 +2,10 @@
 
 FAISS finds the neighbours. Their distances are then recomputed from the stored vectors in float64, so exact
 duplicates are at distance 0 and scores do not depend on the rounding of FAISS's BLAS path.
+
+Memory: the normal rows are kept in the dtype they came in (float16 stays float16) and a memory-mapped array
+stays on disk. The exact search converts blocks of about 64 MiB of normal rows and one batch of queries at a
+time to float32, so fitting or scoring never holds a float32 copy of a whole embeddings file.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from tqdm import tqdm
 
 from detect.base import Detector
 from detect.errors import DetectInputError
+from detect.parameter_checks import check_choice, check_positive_integers
 
 logger = logging.getLogger(__name__)
 
@@ -25,15 +30,25 @@ INDEXES = ("flat", "hnsw")
 
 # Links per node of an HNSW graph; 32 is FAISS's usual choice for recall above 0.95 at moderate memory.
 _HNSW_LINKS = 32
+# Bytes of float32 normal rows searched at once by the exact search; it bounds the search's extra memory.
+_BLOCK_BYTES = 64 * 2**20
 
 
 class KNNDetector(Detector):
     """Score = mean (or max, or k-th) distance from a clip to its k nearest normal clips.
 
-    With `metric="cosine"` vectors are L2-normalised and the distance is 1 - cosine similarity, in [0, 2];
-    with `metric="l2"` it is the Euclidean distance. Because neighbours come sorted by distance, "max" and
-    "kth" give the same score; both names are accepted, as in PyOD. `index="flat"` searches exactly;
-    `index="hnsw"` searches approximately, for normal sets of millions of rows.
+    With `metric="cosine"` the distance is 1 - cosine similarity, in [0, 2]; with `metric="l2"` it is the
+    Euclidean distance. Because neighbours come sorted by distance, "max" and "kth" give the same score,
+    which is PyOD's `KNN(method="largest")`; "mean" is PyOD's `method="mean"`. PyOD's "median" is not
+    offered. `index="flat"` searches exactly; `index="hnsw"` searches approximately, for normal sets of
+    millions of rows.
+
+    Self-matches follow PyOD's `KNN` (version 2.0.5): training scores leave each normal row out, and rows
+    scored without keys may match themselves. Unlike PyOD, `score(..., keys=...)` also leaves out a normal
+    row whose key is given, so scoring the training folder reproduces the training scores. With exact
+    ties at the k-th distance the two may pick different neighbours, but the sorted distances, and so the
+    scores, are the same.
+
     `nearest_distance_reference_` is the `reference_quantile` quantile of each normal clip's distance to
     its nearest other normal clip: a query whose nearest normal clip is farther than that has nothing
     normal near it.
@@ -53,18 +68,12 @@ class KNNDetector(Detector):
         batch_size: int = 4096,
     ) -> None:
         super().__init__(contamination=contamination)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise DetectInputError(f"k must be a positive integer, got {k!r}")
-        if metric not in METRICS:
-            raise DetectInputError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-        if aggregate not in AGGREGATES:
-            raise DetectInputError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {aggregate!r}")
-        if index not in INDEXES:
-            raise DetectInputError(f"index must be one of {', '.join(INDEXES)}, got {index!r}")
+        check_positive_integers(k=k, batch_size=batch_size)
+        check_choice("metric", metric, METRICS)
+        check_choice("aggregate", aggregate, AGGREGATES)
+        check_choice("index", index, INDEXES)
         if not 0.0 < reference_quantile <= 1.0:
             raise DetectInputError(f"reference_quantile must be in (0, 1], got {reference_quantile}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise DetectInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.k = k
         self.metric = metric
         self.aggregate = aggregate
@@ -95,7 +104,7 @@ class KNNDetector(Detector):
                 f"k={self.k} needs at least {self.k + 1} normal clips (k + 1, because each normal clip is "
                 f"scored without itself), but got {normal_count}; lower k or add normal clips"
             )
-        self.normal_vectors_ = self._prepare(vectors, source="normal vectors")  # (N, D)
+        self.normal_vectors_ = vectors  # (N, D), not copied: a memory-mapped array stays on disk
         self._restore()
 
         # Leave-one-out: each normal row is scored against all normal rows but itself.
@@ -104,13 +113,26 @@ class KNNDetector(Detector):
         return self.aggregate_distances(distances)
 
     def _restore(self) -> None:
-        self.normal_vectors_ = np.ascontiguousarray(self.normal_vectors_, dtype=np.float32)
-        if self.normal_vectors_.ndim != 2 or self.normal_vectors_.shape[1] != self.dimension_:
+        vectors = self.normal_vectors_
+        if vectors.ndim != 2 or vectors.shape[1] != self.dimension_:
             raise DetectInputError(
-                f"normal_vectors has shape {self.normal_vectors_.shape} but the detector's dimension is "
-                f"{self.dimension_}"
+                f"normal_vectors has shape {vectors.shape} but the detector's dimension is {self.dimension_}"
             )
-        self.index_ = self._build_index(self.normal_vectors_)
+        if not np.issubdtype(vectors.dtype, np.floating):
+            self.normal_vectors_ = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.block_rows_ = max(1, _BLOCK_BYTES // (4 * self.dimension_))
+
+        # Cosine distances use 1 / norm of each normal row, computed once in float64 (8 bytes per row).
+        self.inverse_norms_ = None
+        if self.metric == "cosine":
+            norms = np.concatenate([
+                np.linalg.norm(np.asarray(self.normal_vectors_[start : start + self.block_rows_], np.float64), axis=1)
+                for start in range(0, self.normal_vectors_.shape[0], self.block_rows_)
+            ])  # (N,)
+            _raise_on_zero_rows(norms, source="normal vectors")
+            self.inverse_norms_ = 1.0 / norms
+
+        self.index_ = self._build_hnsw_index() if self.index == "hnsw" else None
 
     def _score(self, vectors: np.ndarray, keys: Sequence[str] | None) -> np.ndarray:
         exclude = self.normal_ids_for_keys(keys) if keys is not None else None
@@ -146,9 +168,7 @@ class KNNDetector(Detector):
     def _kneighbors(
         self, vectors: np.ndarray, exclude_self_ids: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        queries = self._prepare(
-            self._check_vectors(vectors, expected_dimension=self.dimension_), source="query vectors"
-        )  # (M, D)
+        queries = self._check_vectors(vectors, expected_dimension=self.dimension_)  # (M, D), not copied
         query_count = queries.shape[0]
         if exclude_self_ids is not None:
             exclude_self_ids = np.asarray(exclude_self_ids, dtype=np.int64)
@@ -162,16 +182,22 @@ class KNNDetector(Detector):
         batches = range(0, query_count, self.batch_size)
         for start in tqdm(batches, desc="kNN search", unit="batch", disable=len(batches) < 2):
             stop = min(start + self.batch_size, query_count)
+            batch = self._unit_rows(np.asarray(queries[start:stop], dtype=np.float64), source="query vectors",
+                                    first_row=start)  # (B, D) float64, unit length for cosine
             exclude = None if exclude_self_ids is None else exclude_self_ids[start:stop]
-            distances[start:stop], ids[start:stop] = self._search_batch(queries[start:stop], exclude)
+            distances[start:stop], ids[start:stop] = self._search_batch(batch, exclude)
         return distances, ids
 
     def _search_batch(self, queries: np.ndarray, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         excluding = exclude is not None and bool((exclude >= 0).any())
         search_count = self.k + 1 if excluding else self.k
-        _, found = self.index_.search(queries, search_count)  # (B, search_count)
+        queries_32 = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.index_ is None:
+            found = self._exact_search(queries_32, search_count)  # (B, search_count)
+        else:
+            _, found = self.index_.search(queries_32, search_count)  # (B, search_count)
         if (found < 0).any():
-            # Approximate indexes can return fewer hits than asked; an exact flat index never does.
+            # Approximate indexes can return fewer hits than asked; the exact search never does.
             raise RuntimeError(
                 f"FAISS returned fewer than {search_count} neighbours from the {self.index} index"
             )
@@ -189,35 +215,73 @@ class KNNDetector(Detector):
         batch_size = queries.shape[0]
         return exact[keep].reshape(batch_size, self.k), found[keep].reshape(batch_size, self.k)
 
+    def _exact_search(self, queries: np.ndarray, count: int) -> np.ndarray:
+        """Return the ids (B, count) of the nearest normal rows, searching one block of normal rows at a time.
+
+        FAISS's brute-force `knn` (a BLAS matrix product and a heap) searches each block; the best `count`
+        hits of all blocks are merged. Squared L2 is smaller-is-nearer, inner product larger-is-nearer.
+        """
+        larger_is_nearer = self.metric == "cosine"
+        faiss_metric = faiss.METRIC_INNER_PRODUCT if larger_is_nearer else faiss.METRIC_L2
+        best_values = best_ids = None
+        for start in range(0, self.normal_vectors_.shape[0], self.block_rows_):
+            block = self._normal_block(start, start + self.block_rows_)  # (R, D) float32
+            values, ids = faiss.knn(queries, block, min(count, block.shape[0]), metric=faiss_metric)
+            ids = ids + start
+            if best_values is None:
+                best_values, best_ids = values, ids
+                continue
+            values = np.concatenate([best_values, values], axis=1)  # (B, 2 count)
+            ids = np.concatenate([best_ids, ids], axis=1)
+            ranking = -values if larger_is_nearer else values
+            chosen = np.argsort(ranking, axis=1, kind="stable")[:, :count]
+            best_values = np.take_along_axis(values, chosen, axis=1)
+            best_ids = np.take_along_axis(ids, chosen, axis=1)
+        return best_ids
+
+    def _normal_block(self, start: int, stop: int) -> np.ndarray:
+        """Return normal rows start:stop as contiguous float32, scaled to unit length for cosine."""
+        block = np.ascontiguousarray(self.normal_vectors_[start:stop], dtype=np.float32)  # (R, D)
+        if self.inverse_norms_ is None:
+            return block
+        if np.may_share_memory(block, self.normal_vectors_):
+            block = block.copy()  # never scale the stored rows in place
+        block *= self.inverse_norms_[start:stop, None].astype(np.float32)
+        return block
+
     def _exact_distances(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        neighbours = self.normal_vectors_[ids].astype(np.float64)  # (B, n, D)
-        queries = queries.astype(np.float64)[:, None, :]  # (B, 1, D)
+        neighbours = np.asarray(self.normal_vectors_[ids.ravel()], dtype=np.float64)  # (B n, D)
+        neighbours = neighbours.reshape(*ids.shape, -1)  # (B, n, D)
+        queries = queries[:, None, :]  # (B, 1, D)
         if self.metric == "cosine":
+            neighbours = neighbours * self.inverse_norms_[ids][..., None]
             similarity = np.einsum("bnd,bnd->bn", np.broadcast_to(queries, neighbours.shape), neighbours)
             return np.clip(1.0 - similarity, 0.0, 2.0)
         return np.sqrt(((neighbours - queries) ** 2).sum(axis=2))
 
-    def _prepare(self, vectors: np.ndarray, *, source: str) -> np.ndarray:
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    def _unit_rows(self, rows: np.ndarray, *, source: str, first_row: int = 0) -> np.ndarray:
+        """Scale float64 rows to unit length for the cosine metric; return them unchanged for l2."""
         if self.metric != "cosine":
-            return vectors
-        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)  # (M,)
-        zero_rows = np.flatnonzero(norms == 0)
-        if zero_rows.size:
-            shown = ", ".join(str(int(row)) for row in zero_rows[:5])
-            raise DetectInputError(
-                f"{source} have {zero_rows.size} all-zero row(s) (rows {shown}), which have no direction "
-                "for the cosine metric; drop them or use metric l2"
-            )
-        return np.ascontiguousarray(vectors / norms[:, None].astype(np.float32))
+            return rows
+        norms = np.linalg.norm(rows, axis=1)  # (B,)
+        _raise_on_zero_rows(norms, source=source, first_row=first_row)
+        return rows / norms[:, None]
 
-    def _build_index(self, normal_vectors: np.ndarray) -> faiss.Index:
-        dimension = normal_vectors.shape[1]
+    def _build_hnsw_index(self) -> faiss.Index:
         faiss_metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
-        if self.index == "flat":
-            index = faiss.IndexFlatIP(dimension) if self.metric == "cosine" else faiss.IndexFlatL2(dimension)
-        else:
-            index = faiss.IndexHNSWFlat(dimension, _HNSW_LINKS, faiss_metric)
-            index.hnsw.efSearch = max(64, 4 * (self.k + 1))
-        index.add(normal_vectors)
+        index = faiss.IndexHNSWFlat(self.dimension_, _HNSW_LINKS, faiss_metric)
+        index.hnsw.efSearch = max(64, 4 * (self.k + 1))
+        # The HNSW index stores its own float32 copy of every row, so it needs 4 bytes per value.
+        for start in range(0, self.normal_vectors_.shape[0], self.block_rows_):
+            index.add(self._normal_block(start, start + self.block_rows_))
         return index
+
+
+def _raise_on_zero_rows(norms: np.ndarray, *, source: str, first_row: int = 0) -> None:
+    zero_rows = np.flatnonzero(norms == 0) + first_row
+    if zero_rows.size:
+        shown = ", ".join(str(int(row)) for row in zero_rows[:5])
+        raise DetectInputError(
+            f"{source} have {zero_rows.size} all-zero row(s) (rows {shown}), which have no direction "
+            "for the cosine metric; drop them or use metric l2"
+        )

@@ -26,7 +26,10 @@ FORMAT_VERSION = 1
 
 @dataclass
 class Scores:
-    """One scores folder: `rows[i]` has `key`, `score`, `neighbours` and the clip's metadata fields."""
+    """One scores folder: `rows[i]` has `key`, `score`, `neighbours` and the clip's metadata fields.
+
+    `neighbours` is absent from scores that involve no normal clips, such as the audio-shift energy.
+    """
 
     rows: list[dict[str, Any]]
     header: dict[str, Any]

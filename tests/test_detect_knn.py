@@ -7,6 +7,7 @@ import pytest
 
 from detect.base import load_detector
 from detect.errors import DetectInputError
+import detect.knn as knn_module
 from detect.knn import KNNDetector
 from detect.metrics import auroc
 
@@ -195,3 +196,29 @@ def test_hnsw_matches_exact_search():
     exact = KNNDetector(k=3, metric="l2").fit(normal)
     approximate = KNNDetector(k=3, metric="l2", index="hnsw").fit(normal)
     np.testing.assert_allclose(approximate.score(queries), exact.score(queries), atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_memory_mapped_float16_rows_not_copied(tmp_path, monkeypatch, metric):
+    rng = np.random.default_rng(8)
+    path = tmp_path / "rows.npy"
+    np.save(path, rng.normal(size=(300, 16)).astype(np.float16))
+    mapped = np.load(path, mmap_mode="r")
+    queries = rng.normal(size=(40, 16)).astype(np.float16)
+
+    # Blocks of 7 rows make the exact search merge hits across many blocks of normal rows.
+    monkeypatch.setattr(knn_module, "_BLOCK_BYTES", 7 * 4 * 16)
+    detector = KNNDetector(k=4, metric=metric, batch_size=16).fit(mapped)
+    assert detector.block_rows_ == 7
+    assert np.shares_memory(detector.normal_vectors_, mapped), "the normal rows were copied"
+    assert detector.normal_vectors_.dtype == np.float16
+
+    reference = KNNDetector(k=4, metric=metric).fit(np.asarray(mapped, dtype=np.float64))
+    np.testing.assert_allclose(detector.train_scores_, reference.train_scores_, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(detector.score(queries), reference.score(queries.astype(np.float64)), rtol=0, atol=1e-9)
+
+    # The saved rows are the rows as given, and a loaded detector scores the same.
+    detector.save(tmp_path / "model")
+    loaded = load_detector(tmp_path / "model")
+    np.testing.assert_array_equal(np.load(tmp_path / "model" / "normal_vectors.npy"), np.asarray(mapped))
+    np.testing.assert_allclose(loaded.score(queries), reference.score(queries.astype(np.float64)), rtol=0, atol=1e-9)
