@@ -136,6 +136,7 @@ def embed_shards(
         "encoder": encoder_name(payload, config),
         "checkpoint": str(Path(checkpoint).resolve()),
         "modality": modality,
+        "seed": config.run.seed,  # the pretraining run's seed, so evaluations over seeds can be labelled
         "dimension": int(embeddings.shape[1]),
         "count": int(embeddings.shape[0]),
         "dtype": dtype,

@@ -4,13 +4,14 @@ Every step is the real command a user would type, run as a subprocess:
 
 1. `tools/make_demo_footage.py`: normal training video and a test video with planted, labelled anomalies;
 2. `latentwatch shards build`: one shard set for each;
-3. `accelerate launch pretrain.py`: BYOL on the normal clips (video only: the footage has no audio);
+3. `accelerate launch pretrain.py`: BYOL on the normal clips (video only: the footage has no audio), then
+   `latentwatch report` draws the run's training curves;
 4. `latentwatch embed`: embeddings of both shard sets from the pretrained encoder and from the same encoder
    at initialisation (`checkpoints/init.pt`: same architecture and seed, no training);
 5. `latentwatch detect fit / score / evaluate` for each encoder;
 6. `latentwatch detect explain`: the HTML report of the pretrained encoder's alarms.
 
-It ends by printing both encoders' metrics side by side and the path of the report page, and writes the same
+It ends by printing both encoders' metrics side by side and the paths of both report pages, and writes the same
 numbers to `OUT/summary.json`.
 """
 
@@ -72,11 +73,13 @@ def main(argv: list[str] | None = None) -> int:
                                             "--stride-seconds", str(args.stride_seconds)])
 
     run_dir = out / "run"
-    launch = [str(BIN / "accelerate"), "launch", "--num_processes", "1", "--num_machines", "1",
+    # --quiet: an input error in pretrain.py prints its one line without accelerate's launcher traceback.
+    launch = [str(BIN / "accelerate"), "launch", "--quiet", "--num_processes", "1", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no"]
     run_step("pretrain (BYOL)", launch + [str(REPO / "pretrain.py"), "--config", str(args.config),
                                           f"data.shards={shards['train']}", f"run.out_dir={run_dir}",
                                           *args.overrides])
+    run_step("draw the pretraining curves", [latentwatch, "report", str(run_dir)])
 
     summary: dict[str, dict] = {}
     for encoder, checkpoint_name in ENCODERS.items():
@@ -106,11 +109,12 @@ def main(argv: list[str] | None = None) -> int:
               "--metrics", str(out / "evaluation" / "pretrained" / "metrics.json")])
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print_summary(summary, time.perf_counter() - started, report / "index.html")
+    curves = run_dir / "report" / "index.html"
+    print_summary(summary, time.perf_counter() - started, report / "index.html", curves)
     return 0
 
 
-def print_summary(summary: dict[str, dict], seconds: float, report_page: Path) -> None:
+def print_summary(summary: dict[str, dict], seconds: float, report_page: Path, curves_page: Path) -> None:
     """Print frame-level metrics of each encoder side by side."""
     print(f"\nkNN detector on the walkway test video, frame level (micro: all frames pooled), {seconds / 60:.1f} min")
     names = list(summary)
@@ -118,7 +122,8 @@ def print_summary(summary: dict[str, dict], seconds: float, report_page: Path) -
     for metric in ("auroc", "eer", "auprc", "ap"):
         values = [summary[name]["frame"]["micro"][metric] for name in names]
         print(f"{metric.upper():<8}" + "".join(f"{value:>14.3f}" for value in values))
-    print(f"\nreport: {report_page}")
+    print(f"\nalarm report: {report_page}")
+    print(f"pretraining curves: {curves_page}")
 
 
 if __name__ == "__main__":
