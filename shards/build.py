@@ -97,7 +97,7 @@ def find_videos(inputs: list[str | Path]) -> list[Path]:
 
 
 def stem_of(path: str | Path) -> str:
-    """Return the clip-key stem of a source: its file stem with characters outside [A-Za-z0-9_-] as `_`."""
+    """Return the clip-key stem of a source: its file stem as `shards.clips.clip_key` sanitises it."""
     return clip_key(path, 0.0).rsplit("-", 1)[0]
 
 

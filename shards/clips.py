@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ import numpy as np
 # starts at the boundary, for every clip alike.
 BOUNDARY_TOLERANCE_S = 1e-4
 
-_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+# On str patterns `\w` is every Unicode letter and digit plus '_', so names in any script keep their words.
+_KEY_UNSAFE = re.compile(r"[^\w-]")
 
 
 def clip_spans(duration_s: float, clip_seconds: float, stride_seconds: float) -> list[tuple[float, float]]:
@@ -45,22 +47,31 @@ def clip_spans(duration_s: float, clip_seconds: float, stride_seconds: float) ->
 def frame_times(decoder_timestamps: np.ndarray | None, num_frames: int, fps: float) -> np.ndarray:
     """Return the start time in seconds of each of `num_frames` frames.
 
-    Uses the decoder's timestamps when they are usable: finite, starting near zero, increasing, and
-    within one second of `index / fps`. Otherwise (AVI files without presentation timestamps give decord
-    huge negative values) falls back to `index / fps`.
+    Uses the decoder's timestamps when `timestamps_usable` accepts them. Otherwise (AVI files without
+    presentation timestamps give decord huge negative values) falls back to `index / fps`.
     """
-    fallback = np.arange(num_frames, dtype=np.float64) / fps
+    if not timestamps_usable(decoder_timestamps, num_frames, fps):
+        return np.arange(num_frames, dtype=np.float64) / fps
+    return np.asarray(decoder_timestamps, dtype=np.float64)
+
+
+def timestamps_usable(decoder_timestamps: np.ndarray | None, num_frames: int, fps: float) -> bool:
+    """Return whether the decoder's frame timestamps can place frames in time.
+
+    They can when there is one per frame and they are finite, start near zero, increase, and stay within
+    one second of `index / fps`.
+    """
     if decoder_timestamps is None or len(decoder_timestamps) != num_frames or num_frames == 0:
-        return fallback
+        return False
 
     times = np.asarray(decoder_timestamps, dtype=np.float64)
-    usable = (
+    fallback = np.arange(num_frames, dtype=np.float64) / fps
+    return (
         bool(np.all(np.isfinite(times)))
-        and times[0] >= -BOUNDARY_TOLERANCE_S
+        and bool(times[0] >= -BOUNDARY_TOLERANCE_S)
         and bool(np.all(np.diff(times) > 0))
         and bool(np.all(np.abs(times - fallback) < 1.0))
     )
-    return times if usable else fallback
 
 
 def frames_in_span(times: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
@@ -83,8 +94,10 @@ def audio_sample_range(start_s: float, clip_seconds: float, sample_rate: int) ->
 def clip_key(source: str | Path, start_s: float) -> str:
     """Return the clip key: the sanitised source stem, a dash and the start in milliseconds (7 digits).
 
-    `walkway test.avi` at 12.5 s gives `walkway_test-0012500`. Dots are replaced too, because WebDataset
-    splits a member name into key and extension at the first dot.
+    The stem keeps Unicode letters and digits, '_' and '-' and replaces every other character with '_':
+    `walkway test.avi` at 12.5 s gives `walkway_test-0012500`, `步行街.mp4` gives `步行街-0000000`. Dots are
+    replaced too, because WebDataset splits a member name into key and extension at the first dot. The
+    stem is put in NFC form first, so a name stored decomposed (as macOS stores `é`) keeps its letters.
     """
-    stem = _KEY_UNSAFE.sub("_", Path(source).stem)
+    stem = _KEY_UNSAFE.sub("_", unicodedata.normalize("NFC", Path(source).stem))
     return f"{stem}-{round(start_s * 1000):07d}"

@@ -12,7 +12,7 @@ import logging
 import os
 from pathlib import Path
 
-import decord
+import av
 import numpy as np
 from tqdm import tqdm
 
@@ -29,8 +29,8 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 
-# Exceptions a frame decoder raises for a frame it cannot decode: decord for videos, PIL for image files.
-FRAME_DECODE_ERRORS = (RuntimeError, IndexError, ValueError, OSError, decord.DECORDError)
+# Exceptions a frame decoder raises for a frame it cannot decode: PyAV for videos, PIL for image files.
+FRAME_DECODE_ERRORS = (RuntimeError, IndexError, ValueError, OSError, av.FFmpegError)
 
 
 def spool_path(work_dir: Path, position: int) -> Path:
@@ -98,6 +98,15 @@ def _cut(position: int, item: SourceItem, options: BuildOptions, work_dir: Path)
         logger.warning("skipped %s", error)
         return {"status": "skipped", "reason": str(error)}
 
+    try:
+        return _cut_opened(position, item, source, options, work_dir)
+    finally:
+        source.close()
+
+
+def _cut_opened(
+    position: int, item: SourceItem, source: VideoFile, options: BuildOptions, work_dir: Path
+) -> dict:
     range_start, range_end = _item_range(item, source.duration_s)
     spans = [
         (round(range_start + start_s, 6), round(range_start + end_s, 6))

@@ -3,7 +3,7 @@
 UCSD Ped1/Ped2 ship TIFF frames and ShanghaiTech ships its test set as JPEG frames, with no container to
 carry a frame rate or timestamps. `FrameFolder` has the same public interface as `shards.decode.VideoFile`,
 so the builder cuts both the same way: frame `i` starts at `i / fps` seconds and frames are resized by the
-same rule (longer side at most `max_side`, never scaled up).
+same rule (longer side at most `max_side`, never scaled up) with the same interpolation.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image, UnidentifiedImageError
 
-from shards.decode import _fit_within
+from shards.decode import _fit_within, check_frame_size, resize_rgb
 from shards.errors import ShardsInputError
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class FrameFolder:
                 self.source_width, self.source_height = first.size
         except (OSError, UnidentifiedImageError) as error:
             raise ShardsInputError(f"{self._images[0]}: not a readable image ({error})") from error
+        check_frame_size(self.path, self.source_width, self.source_height)
 
         self.fps = float(fps)
         self.num_frames = len(self._images)
@@ -76,6 +78,7 @@ class FrameFolder:
         self.duration_s = self.num_frames / self.fps
         self.video_start_s = 0.0
         self.has_audio_stream = False
+        self._reformatter = VideoReformatter()
 
     def read_frames(self, indices: list[int]) -> np.ndarray:
         """Read the frames at `indices`: `(F, H, W, 3)` uint8 RGB, longer side at most `max_side`.
@@ -93,6 +96,9 @@ class FrameFolder:
             return np.zeros((0, self.height, self.width, 3), dtype=np.uint8)
         return np.stack(frames)  # (F, H, W, 3)
 
+    def close(self) -> None:
+        """Do nothing, because each image is opened and closed as it is read; `VideoFile` needs closing."""
+
     def _read_one(self, image_path: Path) -> np.ndarray:
         try:
             with Image.open(image_path) as image:
@@ -107,6 +113,5 @@ class FrameFolder:
                 f"{image_path}: frame is {size[0]}x{size[1]} but the folder's first frame is "
                 f"{self.source_width}x{self.source_height}"
             )
-        if (self.width, self.height) != size:
-            rgb = rgb.resize((self.width, self.height), Image.Resampling.BICUBIC)
-        return np.asarray(rgb, dtype=np.uint8)  # (H, W, 3)
+        pixels = np.asarray(rgb, dtype=np.uint8)  # (h, w, 3) at the source size
+        return resize_rgb(pixels, self.width, self.height, self._reformatter)  # (H, W, 3)

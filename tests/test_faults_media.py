@@ -66,7 +66,7 @@ def make_catalogue(folder: Path) -> dict[str, Outcome]:
     write_video(folder / "one_frame.mp4", seconds=0.1)
     expected["one_frame.mp4"] = Outcome(skip_reason="shorter than one clip")
     write_video(folder / "one_pixel.mov", seconds=2, size=(1, 1), codec="png", pix_fmt="rgb24")
-    expected["one_pixel.mov"] = Outcome(skip_reason="could be decoded")
+    expected["one_pixel.mov"] = Outcome(skip_reason="frames are 1x1 pixels")
     write_video(folder / "uhd.mp4", seconds=1, fps=2, size=(3840, 2160))
     expected["uhd.mp4"] = Outcome(clips=1, has_audio=False)
 

@@ -99,3 +99,33 @@ def test_clip_key_sanitises_stem():
     assert clip_key("/data/walkway test.avi", 12.5) == "walkway_test-0012500"
     assert clip_key("a.b+c.mp4", 0.0) == "a_b_c-0000000"
     assert clip_key("vtest.avi", 0.3) == "vtest-0000300"
+
+
+def test_clip_key_keeps_unicode_letters():
+    assert clip_key("walk way é ü.mp4", 0.0) == "walk_way_é_ü-0000000"
+    assert clip_key("步行街 监控.mp4", 1.5) == "步行街_监控-0001500"
+    assert clip_key("ممر المشاة.mp4", 0.0) == "ممر_المشاة-0000000"
+    assert clip_key("камера٣.avi", 0.0) == "камера٣-0000000"
+
+
+def test_clip_keys_in_other_scripts_differ():
+    names = ["走廊.mp4", "大厅.mp4", "ممر.mp4", "قاعة.mp4"]
+    assert len({clip_key(name, 0.0) for name in names}) == 4
+
+
+def test_clip_key_normalises_decomposed_letters():
+    # macOS stores é as e plus a combining accent; both spellings give one key.
+    assert clip_key("cafe\u0301.mp4", 0.0) == clip_key("caf\u00e9.mp4", 0.0) == "caf\u00e9-0000000"
+
+
+def test_clip_key_replaces_unicode_punctuation():
+    assert clip_key("a。b、c！.mp4", 0.0) == "a_b_c_-0000000"
+    assert clip_key("x\u00a0y.mp4", 0.0) == "x_y-0000000"
+
+
+def test_timestamps_usable_flag():
+    from shards.clips import timestamps_usable
+
+    assert timestamps_usable(np.array([0.0, 0.04, 0.08]), 3, 25.0)
+    assert not timestamps_usable(np.full(3, -3.8e17), 3, 25.0)
+    assert not timestamps_usable(None, 3, 25.0)

@@ -5,7 +5,9 @@ bank, and clips of its last 40% are the held-out queries, so no held-out clip ov
 Measured:
   (a) samples per second of the trainer (`pretrain.train.train`, from log.jsonl) and of a bare loop on the
       same model, config and loader. The bare loop runs forward, backward, optimiser step and EMA update,
-      without logging or checkpoints. Overhead = 1 - trainer / bare;
+      without logging or checkpoints. The two run in turn, bare then trainer, for `--rounds` rounds, and the
+      overhead is 1 - the median of the per-round ratios trainer / bare, so a machine whose speed drifts
+      between rounds still gives a fair comparison;
   (b) per method, the kNN probe's top-1 accuracy at telling which source recording a held-out clip comes
       from, for the pretrained encoder and the same network at initialisation (`checkpoints/init.pt`);
       BYOL and DINO use video only (three of the five videos are silent), the audio-shift model the two
@@ -15,7 +17,7 @@ Measured:
       above 0 for shifted audio, and the pairwise rate of energy(in sync) < energy(shifted).
 
 All configs are tiny, sized for a 2-core CPU (see `method_config`). `--quick` shrinks everything for a test.
-Usage: python tools/bench_pretrain.py [--quick] [--out DIR]
+Usage: python tools/bench_pretrain.py [--quick] [--out DIR] [--rounds N] [--overhead-only]
 """
 
 from __future__ import annotations
@@ -206,26 +208,36 @@ def majority_share(shards: Path, audio_only: bool) -> float:
     return max(counts) / sum(counts)
 
 
-def run_benchmark(out: Path, quick: bool) -> dict:
+def measure_overhead(out: Path, train_shards: Path, steps: int, skip: int, rounds: int, quick: bool) -> dict:
+    """Run the bare loop and the trainer in turn `rounds` times on BYOL and return the per-round ratios."""
+    bare, trainer = [], []
+    for round_index in range(rounds):
+        run = out / f"overhead_{round_index}"
+        config = method_config("byol", train_shards, run, steps, quick)
+        bare.append(bare_samples_per_s(config, skip))
+        train(config)
+        trainer.append(trainer_samples_per_s(run, skip))
+    ratios = [rate / baseline for rate, baseline in zip(trainer, bare)]
+    return {"bare_samples_per_s": bare, "trainer_samples_per_s": trainer, "trainer_over_bare": ratios,
+            "overhead": 1.0 - float(np.median(ratios))}
+
+
+def run_benchmark(out: Path, quick: bool, rounds: int, overhead_only: bool = False) -> dict:
     """Build the shards, train each method, and return every measured number."""
     steps = 6 if quick else 60
     skip = 2 if quick else 10
     train_shards, heldout_shards = build_split_shards(out / "shards", clip_stride=1.0 if quick else 0.5)
     results: dict = {"steps": steps, "quick": quick, "methods": {}}
+    results["overhead"] = measure_overhead(out, train_shards, steps, skip, rounds, quick)
+    if overhead_only:
+        return results
 
     for method in METHODS:
         run = out / f"run_{method}"
         config = method_config(method, train_shards, run, steps, quick)
-        # The machine is shared, so the bare loop runs before and after the trainer and the two are averaged.
-        bare = [bare_samples_per_s(config, skip)] if method == "byol" else []
         started = time.perf_counter()
         train(config)
         entry: dict = {"train_seconds": round(time.perf_counter() - started, 1)}
-        if method == "byol":
-            bare.append(bare_samples_per_s(config, skip))
-            trainer = trainer_samples_per_s(run, skip)
-            results["overhead"] = {"bare_samples_per_s": bare, "trainer_samples_per_s": trainer,
-                                   "overhead": 1.0 - trainer / float(np.mean(bare))}
         entry["majority_baseline"] = majority_share(heldout_shards, audio_only=method == "audio_shift")
         for name in ("init", "last"):
             work = out / f"embed_{method}_{name}"
@@ -243,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few steps and fewer clips, for a test (about 1 min)")
     parser.add_argument("--out", type=Path, default=None, help="work folder to create (default: a temporary one)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="bare-loop and trainer runs taken in turn for the overhead (default: 3)")
+    parser.add_argument("--overhead-only", action="store_true", help="measure the trainer overhead only")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pretrain").setLevel(logging.WARNING)
@@ -253,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_pretrain_") as scratch:
         out = args.out or Path(scratch)
         out.mkdir(parents=True, exist_ok=True)
-        results = run_benchmark(out, args.quick)
+        results = run_benchmark(out, args.quick, max(args.rounds, 1), args.overhead_only)
     print(json.dumps(results, indent=2))
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ SPLIT_ALIASES = {
     "eval": "test",
 }
 
-_STEM_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_STEM_UNSAFE = re.compile(r"[^\w-]")
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,9 @@ def normalise_split(name: str | None) -> str | None:
 
 
 def safe_stem(*parts: str) -> str:
-    """Join `parts` with '_' and replace every character outside `[A-Za-z0-9_-]`, as clip keys require."""
-    return _STEM_UNSAFE.sub("_", "_".join(parts))
+    """Join `parts` with '_' and, as clip keys require, keep Unicode letters, digits, '_' and '-' (in NFC form)
+    and replace every other character with '_'."""
+    return _STEM_UNSAFE.sub("_", unicodedata.normalize("NFC", "_".join(parts)))
 
 
 def finish_listing(items: list[SourceItem], missing: list[dict]) -> Listing:
