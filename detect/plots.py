@@ -78,7 +78,7 @@ def plot_timeline(
 
     figure = Figure(figsize=(9, 3.4), dpi=_DPI)
     axes = figure.subplots()
-    for start, stop in _runs(frames.frame_indices, frames.labels == 1):
+    for start, stop in labelled_runs(frames.frame_indices, frames.labels == 1):
         axes.axvspan(start / unit_scale, stop / unit_scale, color="tab:red", alpha=0.2, linewidth=0)
     axes.plot(x, frames.scores, color="tab:blue", linewidth=1.2, label="anomaly score")
     if threshold is not None:
@@ -106,7 +106,7 @@ def timeline_file_name(video: str, index: int) -> str:
     return f"timeline-{index:03d}-{stem}.png"
 
 
-def _runs(frame_indices: np.ndarray, flags: np.ndarray) -> list[tuple[int, int]]:
+def labelled_runs(frame_indices: np.ndarray, flags: np.ndarray) -> list[tuple[int, int]]:
     """Return half-open [start, stop) frame ranges of consecutive frames whose flag is set."""
     runs: list[tuple[int, int]] = []
     start = previous = None

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 
 from detect.frame_scores import VideoFrames
+from detect.plots import labelled_runs
 
 
 @dataclass
@@ -47,7 +48,7 @@ def timeline_svg(
 
     figure = Figure(figsize=(9, 3.2), dpi=100)
     axes = figure.subplots()
-    for start, stop in _labelled_runs(frames.frame_indices, frames.labels == 1):
+    for start, stop in labelled_runs(frames.frame_indices, frames.labels == 1):
         axes.axvspan(start / unit_scale, stop / unit_scale, color="tab:red", alpha=0.2, linewidth=0)
     axes.plot(x, frames.scores, color="tab:blue", linewidth=1.2, label="anomaly score")
     if threshold is not None:
@@ -99,21 +100,3 @@ def centre_frame(row: dict[str, Any]) -> int | None:
     """Return the clip's centre stored frame index, or None when it has no frame indices."""
     indices = row.get("frame_indices")
     return int(indices[len(indices) // 2]) if isinstance(indices, list) and indices else None
-
-
-def _labelled_runs(frame_indices: np.ndarray, flags: np.ndarray) -> list[tuple[int, int]]:
-    """Return half-open [start, stop) frame ranges of consecutive frame indices whose flag is set."""
-    runs: list[tuple[int, int]] = []
-    start = previous = None
-    for frame, flag in zip(frame_indices.tolist(), flags.tolist()):
-        if flag and start is not None and frame == previous + 1:
-            previous = frame
-            continue
-        if start is not None:
-            runs.append((start, previous + 1))
-            start = None
-        if flag:
-            start = previous = frame
-    if start is not None:
-        runs.append((start, previous + 1))
-    return runs

@@ -22,8 +22,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from shards.read import FORMAT_VERSION, SampleError, decode_sample
-from shards.sample_codec import decode_wav
+from shards.read import FORMAT_VERSION, SampleError, decode_sample, decode_sample_audio
 from shards.sample_errors import SampleErrorLog
 
 logger = logging.getLogger(__name__)
@@ -91,16 +90,7 @@ def decode_without_frames(sample: dict) -> LazyClip:
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
         raise SampleError(f"{where}: metadata format_version is not {FORMAT_VERSION}")
 
-    audio = None
-    if meta.get("has_audio"):
-        if "wav" not in sample:
-            raise SampleError(f"{where}: .wav member missing although the metadata has has_audio true")
-        try:
-            audio, rate = decode_wav(sample["wav"])  # (S,)
-        except ValueError as error:
-            raise SampleError(f"{where}: {error}") from error
-        if rate != meta.get("sample_rate"):
-            raise SampleError(f"{where}: WAV sample rate {rate} differs from metadata {meta.get('sample_rate')}")
+    audio = decode_sample_audio(sample, meta, where)
     return LazyClip(meta.get("key", sample.get("__key__", "?")), meta, audio, sample)
 
 

@@ -105,20 +105,28 @@ def decode_sample(sample: dict) -> Clip:
     except (OSError, ValueError) as error:
         raise SampleError(f"{where}: a frame failed to decode ({error})") from error
 
-    audio = None
-    if meta.get("has_audio"):
-        if "wav" not in sample:
-            raise SampleError(f"{where}: .wav member missing although the metadata has has_audio true")
-        try:
-            audio, rate = decode_wav(sample["wav"])  # (S,)
-        except ValueError as error:
-            raise SampleError(f"{where}: {error}") from error
-        if rate != meta.get("sample_rate"):
-            raise SampleError(
-                f"{where}: WAV sample rate {rate} differs from metadata {meta.get('sample_rate')}"
-            )
+    audio = decode_sample_audio(sample, meta, where)
 
     return Clip(key=meta.get("key", key), frames=frames, audio=audio, meta=meta)
+
+
+def decode_sample_audio(sample: dict, meta: dict, where: str) -> np.ndarray | None:
+    """Return a sample's audio (S,) float32, or None when its metadata says it has none.
+
+    Raises `SampleError` naming `where` (shard and key) when the WAV member is missing, undecodable, or
+    at another sample rate than the metadata says.
+    """
+    if not meta.get("has_audio"):
+        return None
+    if "wav" not in sample:
+        raise SampleError(f"{where}: .wav member missing although the metadata has has_audio true")
+    try:
+        audio, rate = decode_wav(sample["wav"])  # (S,)
+    except ValueError as error:
+        raise SampleError(f"{where}: {error}") from error
+    if rate != meta.get("sample_rate"):
+        raise SampleError(f"{where}: WAV sample rate {rate} differs from metadata {meta.get('sample_rate')}")
+    return audio
 
 
 def iter_clips(shard_dir: str | Path, *, errors: SampleErrorLog | None = None) -> Iterator[Clip]:
