@@ -3,8 +3,11 @@
 Every detector is fitted on normal rows only, and `score` returns higher values for more anomalous rows.
 Fitted attributes end in `_`. Thresholding is separate from scoring: `threshold_` is the
 (1 - contamination) quantile of the training scores, so about `contamination` of normal clips would raise
-an alarm. A saved detector is `detector.json` plus `.npy` arrays (and, for the neural detectors, a
-`.safetensors` file of weights) and the normal rows' `meta.jsonl`, a format that loading can never execute.
+an alarm. A detector may compute training scores for a random subset of its normal rows only (kNN does so
+above `calibration_rows`), because each leave-one-out score costs a search: `calibration_ids_` then names
+the rows of `train_scores_`, and is None when every normal row has a training score. A saved detector is
+`detector.json` plus `.npy` arrays (`calibration_ids.npy` only for a subset; for the neural detectors, also
+a `.safetensors` file of weights) and the normal rows' `meta.jsonl`, a format that loading can never execute.
 
 `fit` takes normal rows and their metadata, never labels, and every setting chosen during fitting uses
 the normal rows only: IAE stops early on a validation split of its normal training sequences, and CnC fits
@@ -55,6 +58,8 @@ class Detector(ABC):
     input_ndim: ClassVar[int] = 2
     # Minimum number of segments per sequence that a sequence detector accepts.
     min_sequence_length: ClassVar[int] = 3
+    # Sorted ids of the normal rows that `train_scores_` scores, or None for all of them, in order.
+    calibration_ids_: np.ndarray | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -74,7 +79,11 @@ class Detector(ABC):
 
     @abstractmethod
     def _fit(self, vectors: np.ndarray) -> np.ndarray:
-        """Fit on normal rows (N, D) and return their training scores (N,), each without its own row."""
+        """Fit on normal rows (N, D) and return training scores, each computed without its own row.
+
+        The scores are (N,), one per normal row, unless `_fit` set `calibration_ids_` to the sorted ids of a
+        subset (n,) of the rows: then they are the scores of those rows, in that order.
+        """
 
     @abstractmethod
     def _score(self, vectors: np.ndarray, keys: Sequence[str] | None) -> np.ndarray:
@@ -107,12 +116,19 @@ class Detector(ABC):
         if self.input_ndim == 3:
             self.sequence_length_ = int(vectors.shape[1])
         self.normal_meta_ = [dict(row) for row in meta]
-        self.train_scores_ = np.asarray(self._fit(vectors), dtype=np.float64)  # (N,)
+        self.calibration_ids_ = None
+        self.train_scores_ = np.asarray(self._fit(vectors), dtype=np.float64)  # (N,), or (n,) of a subset
+        scored_count = vectors.shape[0] if self.calibration_ids_ is None else self.calibration_ids_.shape[0]
+        if self.train_scores_.shape != (scored_count,):
+            raise RuntimeError(
+                f"{self.name} returned {self.train_scores_.shape} training scores for {scored_count} rows"
+            )
         self.threshold_ = float(np.quantile(self.train_scores_, 1.0 - self.contamination))
         logger.info(
-            "fitted %s on %d normal %s of dimension %d; threshold %.6g at contamination %.3g",
+            "fitted %s on %d normal %s of dimension %d; threshold %.6g at contamination %.3g from %d "
+            "training scores",
             self.name, vectors.shape[0], "sequences" if self.input_ndim == 3 else "rows", self.dimension_,
-            self.threshold_, self.contamination,
+            self.threshold_, self.contamination, scored_count,
         )
         return self
 
@@ -120,7 +136,8 @@ class Detector(ABC):
         """Return one anomaly score per row (M,), higher = more anomalous.
 
         A row whose key in `keys` is also a normal training key is scored without that training row, so
-        scoring the training set gives the same leave-one-out scores as `train_scores_`.
+        scoring the training rows gives the same leave-one-out scores as `train_scores_` (for the rows in
+        `calibration_ids_` when that is set).
         """
         self._check_fitted()
         vectors = self._check_vectors(vectors, expected_dimension=self.dimension_)
@@ -143,6 +160,9 @@ class Detector(ABC):
     def save(self, directory: str | os.PathLike) -> Path:
         """Write `detector.json`, one `.npy` per fitted array and the normal rows' `meta.jsonl` atomically."""
         self._check_fitted()
+        array_files = ["train_scores", *self.array_names]
+        if self.calibration_ids_ is not None:
+            array_files.insert(1, "calibration_ids")
         description = {
             "format_version": FORMAT_VERSION,
             "detector": self.name,
@@ -151,13 +171,16 @@ class Detector(ABC):
             "fitted": {
                 "threshold_": self.threshold_,
                 "normal_count": len(self.normal_meta_),
+                "train_score_count": int(self.train_scores_.shape[0]),
                 **({"sequence_length_": self.sequence_length_} if self.input_ndim == 3 else {}),
                 **self._fitted_scalars(),
             },
-            "arrays": [f"{name}.npy" for name in ("train_scores", *self.array_names)],
+            "arrays": [f"{name}.npy" for name in array_files],
         }
         with atomic_folder(directory, marker="detector.json") as temporary:
             np.save(temporary / "train_scores.npy", self.train_scores_, allow_pickle=False)
+            if self.calibration_ids_ is not None:
+                np.save(temporary / "calibration_ids.npy", self.calibration_ids_, allow_pickle=False)
             for name in self.array_names:
                 np.save(temporary / f"{name}.npy", getattr(self, f"{name}_"), allow_pickle=False)
             write_jsonl_objects(temporary / "meta.jsonl", self.normal_meta_)
@@ -207,11 +230,22 @@ class Detector(ABC):
 
         detector.normal_meta_ = read_jsonl_objects(directory / "meta.jsonl", role="normal rows' metadata")
         expected_count = fitted.get("normal_count")
-        if len(detector.normal_meta_) != expected_count or detector.train_scores_.shape != (expected_count,):
+        if not isinstance(expected_count, int) or len(detector.normal_meta_) != expected_count:
             raise DetectInputError(
-                f"{directory} is invalid: detector.json declares {expected_count} normal rows but "
-                f"meta.jsonl has {len(detector.normal_meta_)} and train_scores.npy has "
-                f"{detector.train_scores_.shape[0]}"
+                f"{directory} is invalid: detector.json declares {expected_count!r} normal rows but "
+                f"meta.jsonl has {len(detector.normal_meta_)}"
+            )
+        detector.calibration_ids_ = None
+        if (directory / "calibration_ids.npy").is_file():
+            detector.calibration_ids_ = _load_calibration_ids(directory, normal_count=expected_count)
+        if detector.calibration_ids_ is None:
+            scored_count, scored_rows = expected_count, "one per normal row"
+        else:
+            scored_count, scored_rows = detector.calibration_ids_.shape[0], "one per row of calibration_ids.npy"
+        if detector.train_scores_.shape != (scored_count,):
+            raise DetectInputError(
+                f"{directory} is invalid: train_scores.npy has shape {detector.train_scores_.shape} but "
+                f"{scored_count} training scores are expected ({scored_rows})"
             )
         detector._read_files(directory)
         detector._restore()
@@ -279,6 +313,23 @@ def load_detector(directory: str | os.PathLike) -> Detector:
     import detect.knn  # noqa: F401
 
     return Detector.load(directory)
+
+
+def _load_calibration_ids(directory: Path, *, normal_count: int) -> np.ndarray:
+    """Load `calibration_ids.npy` and check that it lists distinct normal-row ids in ascending order."""
+    ids = np.asarray(_load_array(directory, "calibration_ids"))  # (n,), small, so read into memory
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise DetectInputError(
+            f"{directory / 'calibration_ids.npy'} must be a 1-D integer array, got shape {ids.shape} and "
+            f"dtype {ids.dtype}"
+        )
+    in_range = ids.size == 0 or (ids[0] >= 0 and ids[-1] < normal_count)
+    if not in_range or (np.diff(ids) <= 0).any():
+        raise DetectInputError(
+            f"{directory / 'calibration_ids.npy'} must list distinct normal-row ids in ascending order, "
+            f"each in [0, {normal_count})"
+        )
+    return ids.astype(np.int64)
 
 
 def _load_array(directory: Path, name: str) -> np.ndarray:

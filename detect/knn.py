@@ -3,6 +3,11 @@
 FAISS finds the neighbours. Their distances are then recomputed from the stored vectors in float64, so exact
 duplicates are at distance 0 and scores do not depend on the rounding of FAISS's BLAS path.
 
+The exact search uses FAISS's brute-force `knn` rather than a torch matrix product and top-k, because FAISS
+was as fast or faster and needs no torch import. On 50,000 normal rows, 5,000 queries and dimension 512
+(2 shared CPU cores, faiss-cpu 1.15.1, torch 2.14.1, three runs) FAISS took 4.1 to 5.4 s. Torch took 8.6 to
+11.4 s with batches of 1,024 or 4,096 queries and 5.4 s with batches of 256.
+
 Memory: the normal rows are kept in the dtype they came in (float16 stays float16) and a memory-mapped array
 stays on disk. The exact search converts blocks of about 64 MiB of normal rows and one batch of queries at a
 time to float32, so fitting or scoring never holds a float32 copy of a whole embeddings file.
@@ -11,7 +16,7 @@ time to float32, so fitting or scoring never holds a float32 copy of a whole emb
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import faiss
@@ -20,7 +25,7 @@ from tqdm import tqdm
 
 from detect.base import Detector
 from detect.errors import DetectInputError
-from detect.parameter_checks import check_choice, check_positive_integers
+from detect.parameter_checks import check_choice, check_integer, check_positive_integers
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +48,7 @@ class KNNDetector(Detector):
     offered. `index="flat"` searches exactly; `index="hnsw"` searches approximately, for normal sets of
     millions of rows.
 
-    Self-matches follow PyOD's `KNN` (version 2.0.5): training scores leave each normal row out, and rows
+    Self-matches follow PyOD's `KNN` (version 3.6.7): training scores leave each normal row out, and rows
     scored without keys may match themselves. Unlike PyOD, `score(..., keys=...)` also leaves out a normal
     row whose key is given, so scoring the training folder reproduces the training scores. With exact
     ties at the k-th distance the two may pick different neighbours, but the sorted distances, and so the
@@ -52,6 +57,16 @@ class KNNDetector(Detector):
     `nearest_distance_reference_` is the `reference_quantile` quantile of each normal clip's distance to
     its nearest other normal clip: a query whose nearest normal clip is farther than that has nothing
     normal near it.
+
+    Calibration: both quantiles (the alarm threshold and the nearest-normal reference) come from
+    leave-one-out scores, and each costs a search of all normal rows. With more than `calibration_rows`
+    normal rows (0 means no limit), a random subset of that many rows, drawn with `calibration_seed`, is
+    scored, still exactly and against all normal rows. `calibration_ids_` names those rows and
+    `train_scores_` holds their scores. The cost is sampling error: the empirical q-quantile of n random
+    rows sits at a rank whose fraction has standard error sqrt(q (1 - q) / n). With the default n = 20,000,
+    the threshold at contamination 0.1 flags 10% +- 0.21% of normal clips (one standard error) instead of
+    exactly 10% of the training rows, and the 0.99 reference is off by +- 0.07% in rank. In score units,
+    that rank error is divided by the density of the scores at the quantile.
     """
 
     name = "knn"
@@ -66,9 +81,16 @@ class KNNDetector(Detector):
         contamination: float = 0.1,
         reference_quantile: float = 0.99,
         batch_size: int = 4096,
+        calibration_rows: int = 20_000,
+        calibration_seed: int = 0,
     ) -> None:
         super().__init__(contamination=contamination)
         check_positive_integers(k=k, batch_size=batch_size)
+        check_integer("calibration_seed", calibration_seed)
+        if isinstance(calibration_rows, bool) or not isinstance(calibration_rows, int) or calibration_rows < 0:
+            raise DetectInputError(
+                f"calibration_rows must be an integer >= 0 (0 = every normal row), got {calibration_rows!r}"
+            )
         check_choice("metric", metric, METRICS)
         check_choice("aggregate", aggregate, AGGREGATES)
         check_choice("index", index, INDEXES)
@@ -80,6 +102,8 @@ class KNNDetector(Detector):
         self.index = index
         self.reference_quantile = float(reference_quantile)
         self.batch_size = batch_size
+        self.calibration_rows = calibration_rows
+        self.calibration_seed = calibration_seed
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -90,6 +114,8 @@ class KNNDetector(Detector):
             "contamination": self.contamination,
             "reference_quantile": self.reference_quantile,
             "batch_size": self.batch_size,
+            "calibration_rows": self.calibration_rows,
+            "calibration_seed": self.calibration_seed,
         }
 
     def _fitted_scalars(self) -> dict[str, Any]:
@@ -107,8 +133,18 @@ class KNNDetector(Detector):
         self.normal_vectors_ = vectors  # (N, D), not copied: a memory-mapped array stays on disk
         self._restore()
 
-        # Leave-one-out: each normal row is scored against all normal rows but itself.
-        distances, _ = self._kneighbors(vectors, np.arange(normal_count))  # (N, k)
+        # Leave-one-out: each calibration row is scored against all normal rows but itself.
+        if 0 < self.calibration_rows < normal_count:
+            rng = np.random.default_rng(self.calibration_seed)
+            # Sorted, so a memory-mapped file is read front to back.
+            self.calibration_ids_ = np.sort(rng.choice(normal_count, self.calibration_rows, replace=False))
+            calibration_ids = self.calibration_ids_
+            logger.info("calibrating on %d of %d normal rows", calibration_ids.size, normal_count)
+            rows = self.normal_vectors_[calibration_ids]  # (n, D), a copy of n rows only
+        else:
+            calibration_ids = np.arange(normal_count)
+            rows = self.normal_vectors_
+        distances, _ = self._kneighbors(rows, calibration_ids)  # (n, k)
         self.nearest_distance_reference_ = float(np.quantile(distances[:, 0], self.reference_quantile))
         return self.aggregate_distances(distances)
 
@@ -136,8 +172,12 @@ class KNNDetector(Detector):
 
     def _score(self, vectors: np.ndarray, keys: Sequence[str] | None) -> np.ndarray:
         exclude = self.normal_ids_for_keys(keys) if keys is not None else None
-        distances, _ = self.kneighbors(vectors, exclude_self_ids=exclude)
-        return self.aggregate_distances(distances)
+        scores = np.empty(vectors.shape[0], dtype=np.float64)  # (M,)
+
+        # Reduced batch by batch, so scoring millions of rows never holds their (M, k) distances and ids.
+        for start, stop, distances, _ in self._search_batches(vectors, exclude):
+            scores[start:stop] = self.aggregate_distances(distances)
+        return scores
 
     def aggregate_distances(self, distances: np.ndarray) -> np.ndarray:
         """Reduce sorted neighbour distances (M, k) to one score per row (M,) with the `aggregate` rule."""
@@ -170,6 +210,17 @@ class KNNDetector(Detector):
     ) -> tuple[np.ndarray, np.ndarray]:
         queries = self._check_vectors(vectors, expected_dimension=self.dimension_)  # (M, D), not copied
         query_count = queries.shape[0]
+        distances = np.empty((query_count, self.k), dtype=np.float64)
+        ids = np.empty((query_count, self.k), dtype=np.int64)
+        for start, stop, batch_distances, batch_ids in self._search_batches(queries, exclude_self_ids):
+            distances[start:stop], ids[start:stop] = batch_distances, batch_ids
+        return distances, ids
+
+    def _search_batches(
+        self, queries: np.ndarray, exclude_self_ids: np.ndarray | None
+    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """Yield (start, stop, distances (B, k), ids (B, k)) per batch of `batch_size` rows of checked queries."""
+        query_count = queries.shape[0]
         if exclude_self_ids is not None:
             exclude_self_ids = np.asarray(exclude_self_ids, dtype=np.int64)
             if exclude_self_ids.shape != (query_count,):
@@ -177,16 +228,13 @@ class KNNDetector(Detector):
                     f"exclude_self_ids must have shape ({query_count},), got {exclude_self_ids.shape}"
                 )
 
-        distances = np.empty((query_count, self.k), dtype=np.float64)
-        ids = np.empty((query_count, self.k), dtype=np.int64)
         batches = range(0, query_count, self.batch_size)
         for start in tqdm(batches, desc="kNN search", unit="batch", disable=len(batches) < 2):
             stop = min(start + self.batch_size, query_count)
             batch = self._unit_rows(np.asarray(queries[start:stop], dtype=np.float64), source="query vectors",
                                     first_row=start)  # (B, D) float64, unit length for cosine
             exclude = None if exclude_self_ids is None else exclude_self_ids[start:stop]
-            distances[start:stop], ids[start:stop] = self._search_batch(batch, exclude)
-        return distances, ids
+            yield start, stop, *self._search_batch(batch, exclude)
 
     def _search_batch(self, queries: np.ndarray, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         excluding = exclude is not None and bool((exclude >= 0).any())
@@ -250,14 +298,19 @@ class KNNDetector(Detector):
         return block
 
     def _exact_distances(self, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        neighbours = np.asarray(self.normal_vectors_[ids.ravel()], dtype=np.float64)  # (B n, D)
-        neighbours = neighbours.reshape(*ids.shape, -1)  # (B, n, D)
-        queries = queries[:, None, :]  # (B, 1, D)
-        if self.metric == "cosine":
-            neighbours = neighbours * self.inverse_norms_[ids][..., None]
-            similarity = np.einsum("bnd,bnd->bn", np.broadcast_to(queries, neighbours.shape), neighbours)
-            return np.clip(1.0 - similarity, 0.0, 2.0)
-        return np.sqrt(((neighbours - queries) ** 2).sum(axis=2))
+        """Return float64 distances (B, n) from each query row (B, D) to its candidate normal rows ids (B, n)."""
+        distances = np.empty(ids.shape, dtype=np.float64)
+
+        # One neighbour column at a time, so the float64 copies are (B, D) rather than (B, n, D).
+        for column in range(ids.shape[1]):
+            neighbours = np.asarray(self.normal_vectors_[ids[:, column]], dtype=np.float64)  # (B, D)
+            if self.metric == "cosine":
+                similarity = np.einsum("bd,bd->b", queries, neighbours) * self.inverse_norms_[ids[:, column]]
+                distances[:, column] = np.clip(1.0 - similarity, 0.0, 2.0)
+            else:
+                neighbours -= queries
+                distances[:, column] = np.sqrt(np.einsum("bd,bd->b", neighbours, neighbours))
+        return distances
 
     def _unit_rows(self, rows: np.ndarray, *, source: str, first_row: int = 0) -> np.ndarray:
         """Scale float64 rows to unit length for the cosine metric; return them unchanged for l2."""

@@ -24,6 +24,12 @@ def test_bench_quick_writes_every_ratio(tmp_path):
     assert result["max_score_difference"] <= 1e-5
     assert result["memory"]["scored_rows"] == result["memory"]["rows"]
     assert result["memory"]["peak_rss_bytes"] >= result["memory"]["rss_after_imports_bytes"] > 0
+    assert result["memory"]["rss_after_load_bytes"] > 0
+    # Scoring with a kNN detector needs neither torch nor the detectors that use it.
+    assert result["memory"]["torch_imported"] is False
+    # --quick calibrates on 500 of its 2000 normal rows, and PyOD scores every query.
+    assert result["ours"]["calibrated_rows"] == 500
+    assert result["pyod"]["scored_queries"] == result["settings"]["queries"]
 
     for phrase in ("speed-up over PyOD", "time over the lower bound", "peak memory", "max |ours - PyOD|"):
         assert phrase in completed.stdout

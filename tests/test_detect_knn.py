@@ -222,3 +222,82 @@ def test_memory_mapped_float16_rows_not_copied(tmp_path, monkeypatch, metric):
     loaded = load_detector(tmp_path / "model")
     np.testing.assert_array_equal(np.load(tmp_path / "model" / "normal_vectors.npy"), np.asarray(mapped))
     np.testing.assert_allclose(loaded.score(queries), reference.score(queries.astype(np.float64)), rtol=0, atol=1e-9)
+
+
+def test_calibration_subset_is_exact_and_seeded(tmp_path):
+    rng = np.random.default_rng(10)
+    normal = rng.normal(size=(300, 8)).astype(np.float32)
+    detector = KNNDetector(k=3, metric="l2", calibration_rows=40, calibration_seed=2).fit(normal)
+
+    ids = detector.calibration_ids_
+    assert ids.shape == (40,)
+    assert np.all(np.diff(ids) > 0)
+    assert 0 <= ids[0]
+    assert ids[-1] < 300
+    same_seed = KNNDetector(k=3, metric="l2", calibration_rows=40, calibration_seed=2).fit(normal)
+    other_seed = KNNDetector(k=3, metric="l2", calibration_rows=40, calibration_seed=3).fit(normal)
+    np.testing.assert_array_equal(same_seed.calibration_ids_, ids)
+    assert not np.array_equal(other_seed.calibration_ids_, ids)
+
+    # Each subset row is scored leave-one-out against all 300 normal rows, not only the subset.
+    training = _brute_force_distances(normal[ids], normal, "l2")  # (40, 300)
+    training[np.arange(40), ids] = np.inf
+    nearest = np.sort(training, axis=1)
+    np.testing.assert_allclose(detector.train_scores_, nearest[:, :3].mean(axis=1), atol=1e-5)
+    assert detector.threshold_ == pytest.approx(np.quantile(nearest[:, :3].mean(axis=1), 0.9), abs=1e-5)
+    assert detector.nearest_distance_reference_ == pytest.approx(np.quantile(nearest[:, 0], 0.99), abs=1e-5)
+    keys = [detector.normal_meta_[index]["key"] for index in ids]
+    np.testing.assert_allclose(detector.score(normal[ids], keys=keys), detector.train_scores_, atol=1e-9)
+
+    # The subset is saved and restored with the detector.
+    folder = detector.save(tmp_path / "model")
+    assert json.loads((folder / "detector.json").read_text())["fitted"]["train_score_count"] == 40
+    loaded = load_detector(folder)
+    np.testing.assert_array_equal(loaded.calibration_ids_, ids)
+    np.testing.assert_array_equal(loaded.train_scores_, detector.train_scores_)
+    assert loaded.settings() == detector.settings()
+
+
+@pytest.mark.parametrize("calibration_rows", [0, 300, 1000])
+def test_calibration_uses_every_row_when_not_smaller(tmp_path, calibration_rows):
+    normal = np.random.default_rng(11).normal(size=(300, 8)).astype(np.float32)
+    detector = KNNDetector(k=3, metric="l2", calibration_rows=calibration_rows).fit(normal)
+    assert detector.calibration_ids_ is None
+    assert detector.train_scores_.shape == (300,)
+    folder = detector.save(tmp_path / "model")
+    assert not (folder / "calibration_ids.npy").exists()
+    assert load_detector(folder).calibration_ids_ is None
+
+
+def test_refit_without_subset_clears_calibration_ids():
+    rng = np.random.default_rng(12)
+    detector = KNNDetector(k=2, metric="l2", calibration_rows=10).fit(rng.normal(size=(50, 4)).astype(np.float32))
+    assert detector.calibration_ids_ is not None
+    detector.fit(rng.normal(size=(8, 4)).astype(np.float32))
+    assert detector.calibration_ids_ is None
+    assert detector.train_scores_.shape == (8,)
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, True, "100"])
+def test_invalid_calibration_rows_fail(value):
+    with pytest.raises(DetectInputError, match="calibration_rows must be an integer >= 0"):
+        KNNDetector(calibration_rows=value)
+
+
+def test_corrupt_calibration_ids_fail_to_load(tmp_path):
+    normal = np.random.default_rng(13).normal(size=(60, 4)).astype(np.float32)
+    folder = KNNDetector(k=2, calibration_rows=20).fit(normal).save(tmp_path / "model")
+    ids = np.load(folder / "calibration_ids.npy")
+
+    np.save(folder / "calibration_ids.npy", ids[::-1].copy())
+    with pytest.raises(DetectInputError, match="distinct normal-row ids in ascending order"):
+        load_detector(folder)
+    np.save(folder / "calibration_ids.npy", np.r_[ids[:-1], 60])
+    with pytest.raises(DetectInputError, match=r"each in \[0, 60\)"):
+        load_detector(folder)
+    np.save(folder / "calibration_ids.npy", ids[:-1])
+    with pytest.raises(DetectInputError, match="one per row of calibration_ids.npy"):
+        load_detector(folder)
+    np.save(folder / "calibration_ids.npy", ids.astype(np.float64))
+    with pytest.raises(DetectInputError, match="1-D integer array"):
+        load_detector(folder)

@@ -1,8 +1,9 @@
-"""The kNN detector gives PyOD's `KNN` scores (PyOD 2.0.5, a test-only dependency) on the same data and settings.
+"""The kNN detector gives PyOD's `KNN` scores (PyOD 3.6.7, a test-only dependency) on the same data and settings.
 
 PyOD's training scores (`decision_scores_`) leave each row out, as ours do; its `decision_function` lets a
 training row match itself, as our `score` does when no keys are given. Its "largest" method is our "max"
-and "kth"; its "mean" is our "mean". PyOD's L2 is Minkowski with p = 2.
+and "kth"; its "mean" is our "mean". PyOD's L2 is Minkowski with p = 2. Every comparison of training scores
+sets `calibration_rows=0`, so that every normal row gets a training score, except the one that checks a subset.
 """
 
 import numpy as np
@@ -12,23 +13,6 @@ from pyod.models.knn import KNN
 from detect.knn import KNNDetector
 
 PYOD_METHOD = {"mean": "mean", "max": "largest", "kth": "largest"}
-
-
-def _pyod_decision_function(detector: KNN, queries: np.ndarray) -> np.ndarray:
-    """Return PyOD's `decision_function` scores.
-
-    PyOD 2.0.5's `decision_function` raises AttributeError ('KNN' object has no attribute
-    '__sklearn_tags__') under scikit-learn 1.9.1, in its `check_is_fitted` call before any scoring. When
-    that happens, this runs the body that follows the check: a query of PyOD's fitted ball tree for
-    n_neighbors neighbours per row, reduced by PyOD's own `_get_dist_by_method`.
-    """
-    try:
-        return detector.decision_function(queries)
-    except AttributeError as error:
-        if "__sklearn_tags__" not in str(error):
-            raise
-    distances, _ = detector.tree_.query(queries, k=detector.n_neighbors)  # (M, k)
-    return np.asarray(detector._get_dist_by_method(distances)).ravel()
 
 
 def _data(seed: int, *, float32_values: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -46,31 +30,31 @@ def _data(seed: int, *, float32_values: bool) -> tuple[np.ndarray, np.ndarray]:
 def test_knn_equals_pyod_float64(aggregate, k):
     # float64 data are kept as float64, so both sides compute the same float64 distances.
     normal, queries = _data(k, float32_values=False)
-    ours = KNNDetector(k=k, metric="l2", aggregate=aggregate, batch_size=37).fit(normal)
+    ours = KNNDetector(k=k, metric="l2", aggregate=aggregate, batch_size=37, calibration_rows=0).fit(normal)
     theirs = KNN(n_neighbors=k, method=PYOD_METHOD[aggregate]).fit(normal)
 
     np.testing.assert_allclose(ours.train_scores_, theirs.decision_scores_, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(ours.decision_function(queries), _pyod_decision_function(theirs, queries), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ours.decision_function(queries), theirs.decision_function(queries), rtol=0, atol=1e-5)
 
     # Training rows scored without keys match themselves in both libraries.
-    np.testing.assert_allclose(ours.decision_function(normal[:50]), _pyod_decision_function(theirs, normal[:50]),
+    np.testing.assert_allclose(ours.decision_function(normal[:50]), theirs.decision_function(normal[:50]),
                                rtol=0, atol=1e-5)
 
 
 def test_knn_equals_pyod_float32_input():
     # float32 rows (as embeddings are stored) give the same float64 distances as PyOD on the same values.
     normal, queries = _data(7, float32_values=True)
-    ours = KNNDetector(k=5, metric="l2", aggregate="mean").fit(normal.astype(np.float32))
+    ours = KNNDetector(k=5, metric="l2", aggregate="mean", calibration_rows=0).fit(normal.astype(np.float32))
     theirs = KNN(n_neighbors=5, method="mean").fit(normal)
 
     np.testing.assert_allclose(ours.train_scores_, theirs.decision_scores_, rtol=0, atol=1e-9)
-    np.testing.assert_allclose(ours.score(queries.astype(np.float32)), _pyod_decision_function(theirs, queries),
+    np.testing.assert_allclose(ours.score(queries.astype(np.float32)), theirs.decision_function(queries),
                                rtol=0, atol=1e-9)
 
 
 def test_training_scores_by_key_equal_pyod_leave_one_out():
     normal, _ = _data(3, float32_values=False)
-    ours = KNNDetector(k=4, metric="l2", aggregate="max").fit(normal)
+    ours = KNNDetector(k=4, metric="l2", aggregate="max", calibration_rows=0).fit(normal)
     theirs = KNN(n_neighbors=4, method="largest").fit(normal)
     keys = [row["key"] for row in ours.normal_meta_]
 
@@ -81,21 +65,32 @@ def test_knn_equals_pyod_with_duplicate_rows():
     # Duplicates tie at distance 0; the chosen neighbours may differ, the sorted distances may not.
     normal, queries = _data(5, float32_values=False)
     normal = np.concatenate([normal, normal[:40], normal[:10]])
-    ours = KNNDetector(k=3, metric="l2", aggregate="mean").fit(normal)
+    ours = KNNDetector(k=3, metric="l2", aggregate="mean", calibration_rows=0).fit(normal)
     theirs = KNN(n_neighbors=3, method="mean").fit(normal)
 
     np.testing.assert_allclose(ours.train_scores_, theirs.decision_scores_, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(ours.decision_function(queries), _pyod_decision_function(theirs, queries), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ours.decision_function(queries), theirs.decision_function(queries), rtol=0, atol=1e-5)
 
 
 def test_cosine_equals_pyod_l2_on_unit_rows():
     # On unit-length rows, 1 - cos(a, b) = ||a - b||^2 / 2, so PyOD's "largest" L2 score maps onto ours.
     normal, queries = _data(11, float32_values=False)
-    ours = KNNDetector(k=5, metric="cosine", aggregate="kth").fit(normal)
+    ours = KNNDetector(k=5, metric="cosine", aggregate="kth", calibration_rows=0).fit(normal)
     unit_normal = normal / np.linalg.norm(normal, axis=1, keepdims=True)
     unit_queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     theirs = KNN(n_neighbors=5, method="largest").fit(unit_normal)
 
     np.testing.assert_allclose(ours.train_scores_, theirs.decision_scores_**2 / 2, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(ours.score(queries), _pyod_decision_function(theirs, unit_queries) ** 2 / 2,
+    np.testing.assert_allclose(ours.score(queries), theirs.decision_function(unit_queries) ** 2 / 2,
                                rtol=0, atol=1e-5)
+
+
+def test_calibration_subset_equals_pyod_on_those_rows():
+    # A calibration subset scores its rows exactly as PyOD scores them against all normal rows.
+    normal, queries = _data(13, float32_values=False)
+    ours = KNNDetector(k=5, metric="l2", aggregate="mean", calibration_rows=70, calibration_seed=4).fit(normal)
+    theirs = KNN(n_neighbors=5, method="mean").fit(normal)
+
+    assert ours.calibration_ids_.shape == (70,)
+    np.testing.assert_allclose(ours.train_scores_, theirs.decision_scores_[ours.calibration_ids_], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ours.decision_function(queries), theirs.decision_function(queries), rtol=0, atol=1e-5)

@@ -83,6 +83,11 @@ CASES = {
         "detect fit --embeddings {root}/normal --out {root}/out --sequence-length 5", "--sequence-length"),
     "conflicting flags: epochs for knn": (
         "detect fit --embeddings {root}/normal --out {root}/out --epochs 3", "--epochs"),
+    "conflicting flags: calibration rows for iae": (
+        "detect fit --method iae --embeddings {root}/normal --out {root}/out --calibration-rows 10",
+        "--calibration-rows"),
+    "knn: negative calibration rows": (
+        "detect fit --embeddings {root}/normal --out {root}/out --calibration-rows -5", "calibration"),
     "embeddings: NaN row": ("detect fit --embeddings {root}/nan_rows --out {root}/out", "rows 7"),
     "embeddings: integer dtype": ("detect fit --embeddings {root}/integer_rows --out {root}/out", "int64"),
     "embeddings: meta.jsonl shorter than the array": (
