@@ -15,11 +15,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 
 from pretrain.errors import PretrainError
 from pretrain.run_folder import CHECKPOINT_DIR, CONFIG_FILE, LOG_FILE, PARTIAL_SUFFIX
+from shards.atomic_folder import atomic_folder
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +100,7 @@ def write_run_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike | No
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "report"
 
     panels = _panels_for(records)
-    with _atomic_report_folder(out_dir) as temporary:
+    with atomic_folder(out_dir, marker="index.html", error=PretrainError) as temporary:
         figures = [(panel, _plot_panel(panel, records, config, temporary)) for panel in panels]
         page = _index_page(run_dir, records, skipped_lines, config, figures)
         (temporary / "index.html").write_text(page, encoding="utf-8")
@@ -277,36 +273,6 @@ def _checkpoint_list(folder: Path) -> str:
         return "none"
     return ", ".join(f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)" for path in files)
 
-
-@contextmanager
-def _atomic_report_folder(target: Path) -> Iterator[Path]:
-    """Yield a temporary folder that replaces `target` when the block succeeds, and is removed when it fails.
-
-    An existing `target` is replaced only when it is empty or contains index.html, so a mistyped --out
-    never deletes unrelated data.
-    """
-    replaceable = target.is_dir() and ((target / "index.html").is_file() or not any(target.iterdir()))
-    if target.exists() and not replaceable:
-        raise PretrainError(
-            f"output folder {target} already exists and is not a report; remove it or choose another --out"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    # mkdtemp makes the folder private to its owner; a report gets ordinary permissions.
-    os.chmod(temporary, 0o755)
-    try:
-        yield temporary
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-
-    if target.exists():
-        retired = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
-        target.rename(retired)
-        temporary.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        temporary.rename(target)
 
 
 def _is_number(value: Any) -> bool:

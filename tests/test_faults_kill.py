@@ -1,4 +1,5 @@
-"""Scoring killed with SIGKILL at seeded moments: no partial output may look finished, and a rerun completes.
+"""Scoring and report writing killed with SIGKILL at seeded moments: no partial output may look finished,
+and a rerun completes.
 
 The kill lands wherever the process is (importing, fitting, scoring, writing), several times in a row on
 the same output path, as when a cluster job is preempted repeatedly.
@@ -6,6 +7,7 @@ the same output path, as when a cluster job is preempted repeatedly.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+import yaml
 
 from detect.embeddings import save_embeddings
 from detect.scores import read_scores
@@ -88,3 +92,42 @@ def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
         (temporary / "scores.jsonl").write_text("")
 
     assert hidden_entries(tmp_path) == sorted([live.name, unrelated.name])
+
+
+@pytest.fixture
+def run_folder(tmp_path) -> Path:
+    """A finished-looking run folder with a long log, so that drawing its curves takes a few seconds."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/pretrain/byol_tiny.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    rng = np.random.default_rng(0)
+    rows = [{"step": step, "loss": float(2 * np.exp(-step / 3000) + rng.normal(0, 0.05)), "lr": 1e-3,
+             "tau": 0.99, "grad_norm": float(rng.uniform(0.5, 2)), "samples_per_s": 20.0,
+             "embedding_std": 0.1, "skipped_steps": 0} for step in range(1, 20_001)]
+    (run / "log.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return run
+
+
+@pytest.mark.slow
+def test_killed_run_report_never_leaves_a_finished_looking_folder(run_folder, exhaustive):
+    command = [str(LATENTWATCH), "report", str(run_folder)]
+    started = time.monotonic()
+    complete = subprocess.run(command, capture_output=True, text=True)
+    assert complete.returncode == 0, complete.stderr[-2000:]
+    duration = time.monotonic() - started
+    pages = sorted(path.name for path in (run_folder / "report").iterdir())
+
+    for fraction in np.random.default_rng(1).uniform(0.3, 1.1, size=8 if exhaustive else 2):
+        (run_folder / "report").rename(run_folder / f"report-{time.monotonic_ns()}")
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(duration * fraction)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        if (run_folder / "report").exists():
+            assert sorted(path.name for path in (run_folder / "report").iterdir()) == pages
+        else:
+            rerun = subprocess.run(command, capture_output=True, text=True)
+            assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert sorted(path.name for path in (run_folder / "report").iterdir()) == pages
+        assert hidden_entries(run_folder) == []
