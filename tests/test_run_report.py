@@ -168,5 +168,5 @@ def test_out_folder_of_other_data_kept(tmp_path: Path) -> None:
     (keep / "precious.txt").write_text("x")
     status, message = run_report_command([str(run), "--out", str(keep)])
     assert status == 2
-    assert "not a report" in message
+    assert "does not contain index.html" in message
     assert (keep / "precious.txt").is_file()
