@@ -45,7 +45,8 @@ import sys
 
 from pretrain.config import PretrainConfig, format_config_help, load_config
 from pretrain.errors import PretrainError
-from shards.errors import ShardsInputError
+from shards.cli import close_progress_bars
+from shards.errors import ShardsInputError, environment_error_message
 
 EXIT_INPUT_ERROR = 2
 
@@ -85,8 +86,16 @@ def main(argv: list[str] | None = None) -> int:
 
         train(config, resume=args.resume)
     except (PretrainError, ShardsInputError) as error:
+        close_progress_bars()
         print(f"pretrain.py: error: {error}", file=sys.stderr)
         return EXIT_INPUT_ERROR
+    except OSError as error:
+        message = environment_error_message(error)
+        if message is None:
+            raise
+        close_progress_bars()
+        print(f"pretrain.py: error: {message}; continue with --resume once there is room", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("pretrain.py: interrupted; continue with --resume", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ networks and heads). Training checkpoints add `optimizer`, `scheduler` and `rng`
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tempfile
@@ -26,14 +27,21 @@ REQUIRED_KEYS = ("format_version", "method", "step", "config", "model")
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write `payload` to `path` through a temporary file in the same folder and `os.replace`.
 
-    A crash mid-write leaves the previous checkpoint intact, never a truncated one.
+    A crash mid-write leaves the previous checkpoint intact, never a truncated one. The payload is
+    serialised in memory first and then written with Python's own file calls, because torch's writer turns
+    a full disk into a RuntimeError without an errno; written this way, it is an OSError (ENOSPC, EFBIG)
+    that the command reports as one line.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(descriptor)
     try:
-        torch.save(payload, temporary)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(buffer.getbuffer())
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

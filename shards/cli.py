@@ -14,18 +14,14 @@ one line and status 1. Any other exception is a bug, so it keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
-import re
 import sys
 from importlib.metadata import entry_points
 
 from tqdm import tqdm
 
-# OSError numbers that describe the machine (storage full or forbidden), which the user must fix there.
-ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES})
-# numpy reports a short write without an errno: "12800 requested and 968 written".
-SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+from shards.errors import environment_error_message
+
 
 
 def register(subparsers: argparse._SubParsersAction) -> tuple[type[Exception], ...]:
@@ -66,23 +62,25 @@ def main(argv: list[str] | None = None) -> int:
         _print_error(str(error))
         return 2
     except OSError as error:
-        if error.errno in ENVIRONMENT_ERRNOS:
-            _print_error(f"cannot write or read: {error}")
-            return 1
-        if error.errno is None and SHORT_WRITE.search(str(error)):
-            _print_error(f"a write was cut short, so the disk is probably full ({error})")
-            return 1
-        raise
+        message = environment_error_message(error)
+        if message is None:
+            raise
+        _print_error(message)
+        return 1
     except KeyboardInterrupt:
         print("latentwatch: interrupted", file=sys.stderr)
         return 130
 
 
 def _print_error(message: str) -> None:
-    """Print the one error line on a line of its own, after closing progress bars the failed command left open."""
+    close_progress_bars()
+    print(f"latentwatch: error: {message}", file=sys.stderr)
+
+
+def close_progress_bars() -> None:
+    """Close the progress bars a failed command left open, so that its error line starts a line of its own."""
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
-    print(f"latentwatch: error: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -107,3 +107,70 @@ def test_detector_fit_and_score_on_a_full_disk_keep_earlier_outputs(tmp_path, em
     assert folder_digest(scores) == scores_before
     assert visible_entries(tmp_path) == {"normal", "model", "scores"}
     json.loads((scores / "header.json").read_text())
+
+
+PRETRAIN_CONFIG = {
+    "data": {"modality": "video", "num_frames": 4, "crop_size": 32, "num_workers": 1, "shuffle_buffer": 4},
+    "model": {"video_width": 8, "fusion_hidden_dim": 32, "joint_dim": 16},
+    "method": {"projector_hidden_dim": 32, "projector_dim": 16, "predictor_hidden_dim": 32},
+    "optim": {"batch_size": 2, "total_steps": 60, "warmup_steps": 2, "lr": 0.003},
+    "run": {"seed": 0, "log_every": 1, "checkpoint_every": 3, "wandb_mode": "disabled"},
+}
+
+
+@pytest.mark.slow
+def test_pretraining_on_a_full_disk_keeps_the_last_checkpoint(tmp_path):
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    from pretrain.checkpoint import load_checkpoint
+
+    video = write_video(tmp_path / "walk.mp4", seconds=5, size=(160, 120))
+    shards = tmp_path / "shards"
+    built = subprocess.run([str(LATENTWATCH), "shards", "build", str(video), "--out", str(shards),
+                            "--clips-per-shard", "2"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    config = {**PRETRAIN_CONFIG, "data": {**PRETRAIN_CONFIG["data"], "shards": str(shards)}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    run = tmp_path / "run"
+    command = [sys.executable, str(Path(__file__).resolve().parents[1] / "pretrain.py"),
+               "--config", str(tmp_path / "config.yaml"), f"run.out_dir={run}"]
+    environment = {**os.environ, "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+
+    # Train until the step-3 checkpoint exists and step 4 is logged, then kill the run.
+    partial = tmp_path / "run.partial"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+    deadline = time.monotonic() + 240
+    while not (partial / "log.jsonl").is_file() or '"step": 4,' not in (partial / "log.jsonl").read_text():
+        assert process.poll() is None and time.monotonic() < deadline, "training stopped before step 4"
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    checkpoint = partial / "checkpoints" / "last.pt"
+    saved = checkpoint.read_bytes()
+    saved_step = load_checkpoint(checkpoint)["step"]
+    assert saved_step % 3 == 0 and saved_step < 60
+
+    # Resume with files limited below a checkpoint's size: the next save fails.
+    limit = len(saved) // 2
+
+    def limit_file_size() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    full = subprocess.run([*command, "--resume"], capture_output=True, text=True, env=environment,
+                          preexec_fn=limit_file_size, timeout=300)
+    assert full.returncode == 1, full.stderr[-2000:]
+    assert "Traceback" not in full.stderr, full.stderr[-2000:]
+    errors = [line for line in full.stderr.splitlines() if line.startswith("pretrain.py: error:")]
+    assert len(errors) == 1 and "File too large" in errors[0], full.stderr[-2000:]
+    assert checkpoint.read_bytes() == saved
+    assert load_checkpoint(checkpoint)["step"] == saved_step
+
+    # With room again, the same command finishes the run.
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, env=environment,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 60
