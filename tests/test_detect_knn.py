@@ -301,3 +301,30 @@ def test_corrupt_calibration_ids_fail_to_load(tmp_path):
     np.save(folder / "calibration_ids.npy", ids.astype(np.float64))
     with pytest.raises(DetectInputError, match="1-D integer array"):
         load_detector(folder)
+
+
+def test_gpu_search_is_used_when_faiss_sees_a_gpu(monkeypatch):
+    """faiss-gpu builds expose knn_gpu; with a GPU visible, the exact search must go through it."""
+    import faiss
+
+    calls = []
+
+    def fake_knn_gpu(resources, queries, block, count, metric):
+        calls.append((resources, queries.shape, block.shape, count))
+        return faiss.knn(queries, block, count, metric=metric)
+
+    monkeypatch.setattr(faiss, "knn_gpu", fake_knn_gpu, raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1, raising=False)
+    monkeypatch.setattr(faiss, "StandardGpuResources", lambda: "resources", raising=False)
+    monkeypatch.setattr(knn_module, "_GPU_RESOURCES", [])
+    rng = np.random.default_rng(0)
+    normal, queries = rng.normal(size=(200, 8)), rng.normal(size=(10, 8))
+
+    on_gpu = KNNDetector(k=3, metric="l2").fit(normal).score(queries)
+
+    assert calls and all(call[0] == "resources" for call in calls)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0, raising=False)
+    calls.clear()
+    on_cpu = KNNDetector(k=3, metric="l2").fit(normal).score(queries)
+    assert calls == []
+    np.testing.assert_allclose(on_gpu, on_cpu)
