@@ -50,7 +50,11 @@ class KNNDetector(Detector):
     Euclidean distance. Because neighbours come sorted by distance, "max" and "kth" give the same score,
     which is PyOD's `KNN(method="largest")`; "mean" is PyOD's `method="mean"`. PyOD's "median" is not
     offered. `index="flat"` searches exactly; `index="hnsw"` searches approximately, for normal sets of
-    millions of rows.
+    millions of rows. Its cost in accuracy, measured on 50,000 normal and 2,000 query rows of a 128-dimension
+    standard Gaussian (the hard case: no cluster structure), k = 5: with L2 the scores differ from the exact
+    ones by 0.4% (median) and 3.2% (maximum), rank correlation 0.988; with cosine by 1.8% and 9.3%, rank
+    correlation 0.69, because all cosine distances there lie close to 1. Measure it on your own embeddings
+    before relying on it.
 
     Self-matches follow PyOD's `KNN` (version 3.6.7): training scores leave each normal row out, and rows
     scored without keys may match themselves. Unlike PyOD, `score(..., keys=...)` also leaves out a normal
