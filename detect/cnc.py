@@ -243,7 +243,7 @@ class CnCDetector(Detector):
         if not all(np.isfinite(values).all() for values in raw.values()):
             raise DetectInputError("CnC training diverged (non-finite scores); lower learning_rate")
         self.score_mean_ = {name: float(values.mean()) for name, values in raw.items()}
-        self.score_std_ = {name: float(max(values.std(), 1e-8)) for name, values in raw.items()}
+        self.score_std_ = {name: _score_scale(name, values) for name, values in raw.items()}
         return self._with_combined(raw)[self.score_name]
 
     def _train(self, rows: torch.Tensor, device: torch.device) -> None:
@@ -392,3 +392,19 @@ class CnCDetector(Detector):
         expected = {"codelength", "reconstruction"}
         if not all(isinstance(value, dict) and set(value) == expected for value in stored):
             raise DetectInputError("detector.json lacks the cnc score statistics score_mean_ and score_std_")
+
+
+# The smallest unit each score is standardised with. The mask keeps whole code features, so a codelength
+# that does not vary on normal data (every normal clip keeps exactly 9 features, say) is measured in
+# features; dividing by its near-zero spread would let a one-feature change swamp the reconstruction term.
+CODELENGTH_MIN_SCALE = 1.0
+# A reconstruction error is a mean of squares; its floor is relative to its own size.
+RECONSTRUCTION_MIN_RELATIVE_SCALE = 1e-3
+
+
+def _score_scale(name: str, values: np.ndarray) -> float:
+    """Return the standard deviation that standardises score `name` on the normal rows, never below its floor."""
+    spread = float(values.std())
+    if name == "codelength":
+        return max(spread, CODELENGTH_MIN_SCALE)
+    return max(spread, RECONSTRUCTION_MIN_RELATIVE_SCALE * abs(float(values.mean())), 1e-12)

@@ -231,3 +231,13 @@ def test_fit_score_command(tmp_path):
     assert all(np.isfinite(row["score"]) for row in rows)
     assert run_detect(["score", "--model", str(model), "--embeddings", str(tmp_path / "missing"),
                        "--out", str(tmp_path / "other")]) == 2
+
+
+def test_constant_normal_codelength_cannot_swamp_the_combined_score():
+    from detect.cnc import _score_scale
+
+    # Every normal clip keeps exactly 9 features: the codelength is standardised in whole features.
+    assert _score_scale("codelength", np.full(50, 9.0)) == 1.0
+    assert _score_scale("codelength", np.array([6.0, 9.0, 12.0])) == pytest.approx(np.std([6.0, 9.0, 12.0]))
+    errors = np.full(50, 0.02)
+    assert _score_scale("reconstruction", errors) == pytest.approx(2e-5)
