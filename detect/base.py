@@ -173,6 +173,8 @@ class Detector(ABC):
                 "normal_count": len(self.normal_meta_),
                 "train_score_count": int(self.train_scores_.shape[0]),
                 **({"sequence_length_": self.sequence_length_} if self.input_ndim == 3 else {}),
+                **({"embeddings_source_": self.embeddings_source_} if getattr(self, "embeddings_source_", None)
+                   else {}),
                 **self._fitted_scalars(),
             },
             "arrays": [f"{name}.npy" for name in array_files],

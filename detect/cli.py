@@ -117,6 +117,9 @@ def _add_score(commands: argparse._SubParsersAction) -> None:
                         help="detector folder written by `detect fit`; required with --method detector")
     parser.add_argument("--embeddings", type=Path, required=True, help="embeddings folder to score")
     parser.add_argument("--out", type=Path, required=True, help="scores folder to write")
+    parser.add_argument("--allow-other-encoder", action="store_true",
+                        help="score embeddings whose checkpoint or modality differs from the ones the model "
+                             "was fitted on (refused by default: their distances are not comparable)")
     parser.set_defaults(handler=_score)
 
 
@@ -180,6 +183,10 @@ def _fit(args: argparse.Namespace) -> int:
     else:
         detector.fit(vectors, meta)
         described = f"{len(meta)} normal clips"
+    # Recorded so that `detect score` can refuse embeddings of another encoder with the same dimension.
+    detector.embeddings_source_ = {
+        field: embeddings.header.get(field) for field in ("encoder", "checkpoint", "modality")
+    }
     detector.save(args.out)
     print(f"detector: {args.out} ({described}, threshold {detector.threshold_:.4g})")
     return 0
@@ -240,6 +247,22 @@ def _normal_rows(
     return np.asarray(embeddings.vectors[keep]), [embeddings.meta[index] for index in keep]
 
 
+def _check_same_encoder(detector: Detector, embeddings: Embeddings, path: Path) -> None:
+    """Refuse embeddings from another checkpoint or modality than the ones the detector was fitted on.
+
+    Distances between embeddings of two encoders mean nothing, and a shared dimension would hide it.
+    Folders without a recorded checkpoint (embeddings from other tools) are not compared.
+    """
+    fitted = getattr(detector, "embeddings_source_", None) or {}
+    for field in ("checkpoint", "modality"):
+        expected, found = fitted.get(field), embeddings.header.get(field)
+        if expected is not None and found is not None and expected != found:
+            raise DetectInputError(
+                f"{path} holds embeddings of {field} {found!r}, but the model was fitted on embeddings of "
+                f"{field} {expected!r}; embed with the same encoder, or pass --allow-other-encoder"
+            )
+
+
 def _score(args: argparse.Namespace) -> int:
     if args.method == "energy":
         if args.model is not None:
@@ -253,6 +276,8 @@ def _score(args: argparse.Namespace) -> int:
         raise DetectInputError("--model is required with --method detector (or use --method energy)")
     detector = load_detector(args.model)
     embeddings = load_embeddings(args.embeddings)
+    if not args.allow_other_encoder:
+        _check_same_encoder(detector, embeddings, args.embeddings)
     score_function = score_sequence_embeddings if detector.input_ndim == 3 else score_embeddings
     rows, header = score_function(
         detector, embeddings, model_path=args.model, embeddings_path=args.embeddings

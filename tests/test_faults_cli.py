@@ -36,6 +36,9 @@ def workspace(tmp_path_factory) -> Path:
     meta = [clip_meta(index) for index in range(ROWS)]
     save_embeddings(root / "normal", vectors, meta, header)
     save_embeddings(root / "narrow", vectors[:, :8], meta, header)
+    save_embeddings(root / "byol", vectors, meta, {**header, "checkpoint": "/runs/byol/last.pt"})
+    save_embeddings(root / "shift", vectors, meta, {**header, "checkpoint": "/runs/audio_shift/last.pt"})
+    assert main(["detect", "fit", "--embeddings", str(root / "byol"), "--out", str(root / "byol_model")]) == 0
     assert main(["detect", "fit", "--embeddings", str(root / "normal"), "--out", str(root / "model")]) == 0
 
     # Folders that a loader must refuse, written by hand because the library refuses to write them.
@@ -96,6 +99,8 @@ CASES = {
     "embeddings: folder missing": ("detect fit --embeddings {root}/nowhere --out {root}/out", "nowhere"),
     "score: dimension differs from the fitted one": (
         "detect score --model {root}/model --embeddings {root}/narrow --out {root}/out", "dimension"),
+    "score: embeddings of another encoder with the same dimension": (
+        "detect score --model {root}/byol_model --embeddings {root}/shift --out {root}/out", "--allow-other-encoder"),
     "score: model folder from a future version": (
         "detect score --model {root}/future_model --embeddings {root}/normal --out {root}/out", "version"),
     "score: an embeddings folder given as the model": (
