@@ -116,10 +116,16 @@ def format_seed_table(combined: dict[str, Any]) -> str:
         for scope, metrics in scopes.items():
             cells = "".join(f"{_cell(metrics[name]):<24}" for name in METRIC_NAMES)
             lines.append(f"{section if scope == 'micro' else '':<13}{scope:<7}{cells}".rstrip())
-    seeds = [run["seed"] for run in combined["runs"]]
-    lines.append(f"runs: {combined['runs_count']}, seeds: {', '.join('unrecorded' if s is None else str(s) for s in seeds)}")
+    pairs = [
+        f"{_seed_text(run.get('embeddings_seed'))}/{_seed_text(run.get('detector_seed'))}" for run in combined["runs"]
+    ]
+    lines.append(f"runs: {combined['runs_count']}, seeds (pretraining/detector): {', '.join(pairs)}")
     lines.extend(table_notes(combined))
     return "\n".join(lines)
+
+
+def _seed_text(seed: int | None) -> str:
+    return "-" if seed is None else str(seed)
 
 
 def _cell(values: dict[str, Any]) -> str:

@@ -99,7 +99,7 @@ def test_several_seeds_give_mean_and_std(tmp_path, capsys):
     assert summary["mean"] == pytest.approx(np.mean(per_run))
     assert summary["std"] == pytest.approx(np.std(per_run, ddof=1))
     assert f"{np.mean(per_run):.3f} ± {np.std(per_run, ddof=1):.3f} (n=3)" in printed
-    assert "seeds: 3, 4, 5" in printed
+    assert "seeds (pretraining/detector): -/3, -/4, -/5" in printed
     assert combined["summary"]["frame"]["macro"]["eer"]["n"] == 3
     assert "centre_frame" in combined["summary"]
 
