@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from importlib.metadata import entry_points
 
@@ -61,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     except input_errors as error:
         _print_error(str(error))
         return 2
+    except BrokenPipeError:
+        # The reader of our output went away (`latentwatch ... | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as error:
         message = environment_error_message(error)
         if message is None:
