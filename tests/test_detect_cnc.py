@@ -233,7 +233,7 @@ def test_fit_score_command(tmp_path):
                        "--out", str(tmp_path / "other")]) == 2
 
 
-def test_constant_normal_codelength_cannot_swamp_the_combined_score():
+def test_constant_codelength_scale_floor():
     from detect.cnc import _score_scale
 
     # Every normal clip keeps exactly 9 features: the codelength is standardised in whole features.

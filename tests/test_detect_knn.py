@@ -303,7 +303,7 @@ def test_corrupt_calibration_ids_fail_to_load(tmp_path):
         load_detector(folder)
 
 
-def test_gpu_search_is_used_when_faiss_sees_a_gpu(monkeypatch):
+def test_gpu_search_when_gpu_visible(monkeypatch):
     """faiss-gpu builds expose knn_gpu; with a GPU visible, the exact search must go through it."""
     import faiss
 

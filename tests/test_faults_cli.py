@@ -128,7 +128,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_input_mistake_is_one_error_line(workspace, capsys, case):
+def test_input_mistake_one_error_line(workspace, capsys, case):
     template, phrase = CASES[case]
     arguments = template.format(root=workspace).split()
 

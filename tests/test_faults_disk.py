@@ -54,7 +54,7 @@ def visible_entries(folder: Path) -> set[str]:
     return {path.name for path in folder.iterdir() if not path.name.startswith(".")}
 
 
-def test_shard_build_on_a_full_disk_keeps_the_previous_set(tmp_path):
+def test_full_disk_keeps_shard_set(tmp_path):
     video = write_video(tmp_path / "walk.mp4", seconds=6, size=(160, 120), audio_rate=16000)
     out = tmp_path / "shards"
     first = subprocess.run(
@@ -81,7 +81,7 @@ def embeddings(tmp_path):
     return normal
 
 
-def test_detector_fit_and_score_on_a_full_disk_keep_earlier_outputs(tmp_path, embeddings):
+def test_full_disk_keeps_detector_outputs(tmp_path, embeddings):
     model = tmp_path / "model"
     fitted = subprocess.run(
         [str(LATENTWATCH), "detect", "fit", "--embeddings", str(embeddings), "--out", str(model)],
@@ -119,7 +119,7 @@ PRETRAIN_CONFIG = {
 
 
 @pytest.mark.slow
-def test_pretraining_on_a_full_disk_keeps_the_last_checkpoint(tmp_path):
+def test_full_disk_keeps_last_checkpoint(tmp_path):
     import os
     import signal
     import time

@@ -42,7 +42,7 @@ def hidden_entries(folder: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_killed_scoring_never_leaves_a_finished_looking_folder(embeddings, tmp_path, exhaustive):
+def test_killed_scoring_leaves_no_output(embeddings, tmp_path, exhaustive):
     model = tmp_path / "model"
     fit = subprocess.run([str(LATENTWATCH), "detect", "fit", "--embeddings", str(embeddings), "--out",
                           str(model)], capture_output=True, text=True)
@@ -78,7 +78,7 @@ def test_killed_scoring_never_leaves_a_finished_looking_folder(embeddings, tmp_p
     assert hidden_entries(tmp_path) == []
 
 
-def test_leftovers_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+def test_dead_writer_leftovers_removed(tmp_path):
     from detect.atomic import atomic_folder
 
     dead = tmp_path / ".scores.999999999.x1.partial"
@@ -110,7 +110,7 @@ def run_folder(tmp_path) -> Path:
 
 
 @pytest.mark.slow
-def test_killed_run_report_never_leaves_a_finished_looking_folder(run_folder, exhaustive):
+def test_killed_run_report_leaves_no_output(run_folder, exhaustive):
     command = [str(LATENTWATCH), "report", str(run_folder)]
     started = time.monotonic()
     complete = subprocess.run(command, capture_output=True, text=True)

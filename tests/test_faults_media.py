@@ -106,7 +106,7 @@ def built(tmp_path_factory):
     return expected, out, result
 
 
-def test_build_finishes_despite_every_bad_input(built):
+def test_build_survives_bad_inputs(built):
     expected, out, result = built
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -114,7 +114,7 @@ def test_build_finishes_despite_every_bad_input(built):
     assert index["num_clips"] == sum(outcome.clips for outcome in expected.values())
 
 
-def test_each_input_has_its_stated_outcome(built):
+def test_inputs_have_stated_outcomes(built):
     expected, out, _ = built
     index = json.loads((out / "index.json").read_text())
     sources = {Path(source["path"]).name: source for source in index["sources"]}
@@ -131,7 +131,7 @@ def test_each_input_has_its_stated_outcome(built):
     assert sources["corrupt_audio_packet.avi"]["skipped_audio_packets"] >= 1
 
 
-def test_audio_of_every_layout_and_rate_is_16k_mono_of_exact_length(built):
+def test_audio_is_exact_16k_mono(built):
     from shards.read import iter_clips
 
     _, out, _ = built
@@ -145,7 +145,7 @@ def test_audio_of_every_layout_and_rate_is_16k_mono_of_exact_length(built):
 
 
 @pytest.mark.parametrize("case", ["empty.mp4", "random bytes.mp4", "one_frame.mp4"])
-def test_nothing_usable_is_one_error_line(built, tmp_path, case):
+def test_nothing_usable_one_error(built, tmp_path, case):
     _, out, _ = built
     source = out.parent / "inputs" / case
     result = subprocess.run(

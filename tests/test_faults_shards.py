@@ -53,7 +53,7 @@ def damaged_copy(shard_set: Path, folder: Path, key: str, damage: str) -> Path:
 
 
 @pytest.mark.parametrize("damage", ["no json", "bad json", "no wav"])
-def test_damaged_member_skips_only_its_clip(shard_set, tmp_path, caplog, damage):
+def test_damaged_member_skips_its_clip(shard_set, tmp_path, caplog, damage):
     key = "walk-0002000"
     copy = damaged_copy(shard_set, tmp_path, key, damage)
 

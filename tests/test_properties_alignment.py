@@ -23,7 +23,7 @@ milliseconds = st.integers(min_value=100, max_value=5000).map(lambda ms: ms / 10
 
 @settings(max_examples=300, deadline=None)
 @given(duration=durations, clip=milliseconds, stride=milliseconds)
-def test_spans_fit_are_evenly_spaced_and_maximal(duration, clip, stride):
+def test_spans_even_and_maximal(duration, clip, stride):
     spans = clip_spans(duration, clip, stride)
     if not spans:
         assert duration + BOUNDARY_TOLERANCE_S < clip
@@ -39,7 +39,7 @@ def test_spans_fit_are_evenly_spaced_and_maximal(duration, clip, stride):
 
 @settings(max_examples=300, deadline=None)
 @given(fps=frame_rates, rate=sample_rates, duration=st.floats(1.0, 120.0), clip=milliseconds, stride=milliseconds)
-def test_every_frame_of_a_clip_has_its_audio_inside_the_clip(fps, rate, duration, clip, stride):
+def test_frame_audio_inside_clip(fps, rate, duration, clip, stride):
     times = np.arange(math.floor(duration * fps)) / fps  # (N,) frame start times, as decoders give them
     lengths = set()
     for start, end in clip_spans(len(times) / fps, clip, stride):
@@ -68,7 +68,7 @@ def test_every_frame_of_a_clip_has_its_audio_inside_the_clip(fps, rate, duration
 
 @settings(max_examples=200, deadline=None)
 @given(fps=frame_rates, duration=st.floats(1.0, 300.0), clip=milliseconds)
-def test_back_to_back_clips_take_every_covered_frame_once(fps, duration, clip):
+def test_back_to_back_clips_partition_frames(fps, duration, clip):
     times = np.arange(math.floor(duration * fps)) / fps
     spans = clip_spans(len(times) / fps, clip, clip)
     if not spans:
@@ -78,7 +78,7 @@ def test_back_to_back_clips_take_every_covered_frame_once(fps, duration, clip):
     assert np.array_equal(taken, covered)
 
 
-def test_float32_end_time_keeps_the_last_clip():
+def test_float32_end_keeps_last_clip():
     # A 2 s, 10 fps source whose decoder reports float32 timestamps ends at 1.99999998 s.
     last_frame = float(np.float32(1.9))
     assert len(clip_spans(last_frame + 0.1, 1.0, 1.0)) == 2
