@@ -222,13 +222,18 @@ def measure_overhead(out: Path, train_shards: Path, steps: int, skip: int, round
             "overhead": 1.0 - float(np.median(ratios))}
 
 
-def run_benchmark(out: Path, quick: bool, rounds: int, overhead_only: bool = False) -> dict:
+def run_benchmark(
+    out: Path, quick: bool, rounds: int, overhead_only: bool = False, overhead_steps: int = 300
+) -> dict:
     """Build the shards, train each method, and return every measured number."""
     steps = 6 if quick else 60
     skip = 2 if quick else 10
     train_shards, heldout_shards = build_split_shards(out / "shards", clip_stride=1.0 if quick else 0.5)
     results: dict = {"steps": steps, "quick": quick, "methods": {}}
-    results["overhead"] = measure_overhead(out, train_shards, steps, skip, rounds, quick)
+    # Longer runs than the probe training, so that each timed window is long against the machine's jitter.
+    overhead_steps = steps if quick else overhead_steps
+    results["overhead"] = measure_overhead(out, train_shards, overhead_steps, overhead_steps // 6, rounds, quick)
+    results["overhead"]["steps"] = overhead_steps
     if overhead_only:
         return results
 
@@ -258,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="bare-loop and trainer runs taken in turn for the overhead (default: 3)")
     parser.add_argument("--overhead-only", action="store_true", help="measure the trainer overhead only")
+    parser.add_argument("--overhead-steps", type=int, default=300,
+                        help="optimiser steps of each overhead run; the first sixth is not timed (default: 300)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pretrain").setLevel(logging.WARNING)
@@ -268,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_pretrain_") as scratch:
         out = args.out or Path(scratch)
         out.mkdir(parents=True, exist_ok=True)
-        results = run_benchmark(out, args.quick, max(args.rounds, 1), args.overhead_only)
+        results = run_benchmark(out, args.quick, max(args.rounds, 1), args.overhead_only, args.overhead_steps)
     print(json.dumps(results, indent=2))
     return 0
 
