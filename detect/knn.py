@@ -351,7 +351,7 @@ _GPU_RESOURCES: list[Any] = []
 
 
 def _gpu_resources() -> Any | None:
-    """Return FAISS GPU resources (made once per process) when faiss-gpu sees a GPU, else None."""
+    """Return FAISS GPU resources (made once per process) when faiss-gpu finds a GPU, else None."""
     if not hasattr(faiss, "knn_gpu") or getattr(faiss, "get_num_gpus", lambda: 0)() == 0:
         return None
     if not _GPU_RESOURCES:

@@ -1,8 +1,8 @@
 """One input of a shard build: where its pictures are, what it is called, and what is known about it.
 
 Collection readers (a folder of videos, Kinetics and AudioSet CSVs, the anomaly benchmarks, a manifest) turn
-their layouts into a list of `SourceItem`s; the builder cuts each item into clips the same way whatever the
-collection. Keeping this the only thing they share lets a new layout be added without touching the builder.
+their layouts into a list of `SourceItem`s. The builder then cuts each item into clips the same way, whatever
+the collection. Keeping this the only thing they share lets a new layout be added without touching the builder.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ class SourceItem:
     label: str | None = None
     """Class label of the whole item (Kinetics class, AudioSet label names joined by ';'), if known."""
     split: str | None = None
-    """'train', 'val', 'test' or None, as the collection's layout says."""
+    """'train', 'val', 'test' or None, as the collection's layout defines it."""
     frame_labels: np.ndarray | None = None
     """0/1 anomaly label of every frame of the file, shape (num_frames,), int8; None when it has none."""
     fps: float | None = None
     """Frame rate of a frame-image folder (the benchmarks publish it); None for video files."""
     collection: str = "folder"
-    """Which reader produced the item ('folder', 'kinetics', 'audioset', 'ucsd', 'avenue', ...)."""
+    """Name of the reader that produced the item ('folder', 'kinetics', 'audioset', 'ucsd', 'avenue', ...)."""
     start_s: float | None = None
     """Start of the part of `path` this item covers, in seconds from the file's start; None is the start.
 

@@ -1,7 +1,7 @@
 """A full disk during a write, simulated with a per-process file-size limit (RLIMIT_FSIZE).
 
 Past the limit every write fails with "File too large" (EFBIG), as it would with ENOSPC on a full disk,
-without needing a small filesystem mounted. Each command must say so in one line, exit non-zero, leave
+without needing a small filesystem mounted. Each command must report it in one line, exit non-zero, leave
 no partial output that looks finished, and keep what was written before intact.
 """
 
@@ -145,14 +145,16 @@ def test_full_disk_keeps_last_checkpoint(tmp_path):
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
     deadline = time.monotonic() + 240
     while not (partial / "log.jsonl").is_file() or '"step": 4,' not in (partial / "log.jsonl").read_text():
-        assert process.poll() is None and time.monotonic() < deadline, "training stopped before step 4"
+        assert process.poll() is None, "training stopped before step 4"
+        assert time.monotonic() < deadline, "training never reached step 4"
         time.sleep(0.2)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     checkpoint = partial / "checkpoints" / "last.pt"
     saved = checkpoint.read_bytes()
     saved_step = load_checkpoint(checkpoint)["step"]
-    assert saved_step % 3 == 0 and saved_step < 60
+    assert saved_step % 3 == 0
+    assert saved_step < 60
 
     # Resume with files limited below a checkpoint's size: the next save fails.
     limit = len(saved) // 2
@@ -165,7 +167,8 @@ def test_full_disk_keeps_last_checkpoint(tmp_path):
     assert full.returncode == 1, full.stderr[-2000:]
     assert "Traceback" not in full.stderr, full.stderr[-2000:]
     errors = [line for line in full.stderr.splitlines() if line.startswith("pretrain.py: error:")]
-    assert len(errors) == 1 and "File too large" in errors[0], full.stderr[-2000:]
+    assert len(errors) == 1, full.stderr[-2000:]
+    assert "File too large" in errors[0]
     assert checkpoint.read_bytes() == saved
     assert load_checkpoint(checkpoint)["step"] == saved_step
 

@@ -55,13 +55,13 @@ def test_frame_audio_inside_clip(fps, rate, duration, clip, stride):
         assert times[frames[0]] - start < 1.0 / fps + BOUNDARY_TOLERANCE_S
         assert np.all(times[frames] >= start - BOUNDARY_TOLERANCE_S)
         assert np.all(times[frames] < end)
-        # The sound heard while each frame is shown is inside the clip's audio buffer. Two edges are allowed:
-        # a frame that starts up to the 0.1 ms boundary tolerance early is heard from the clip's first
-        # sample, and when clip x rate is not a whole number of samples, the buffer (rounded) can end up to
-        # half a sample before a frame that starts in the span's last fraction of a sample.
+        # The sound heard while each frame is shown is inside the clip's audio buffer, with two allowed edges.
+        # A frame that starts up to the 0.1 ms boundary tolerance early is heard from the first sample.
+        # When clip x rate is not a whole number of samples, the rounded buffer can end half a sample early.
         offsets = np.round((times[frames] - first / rate) * rate).astype(np.int64)
         early = math.ceil(BOUNDARY_TOLERANCE_S * rate) + 1
-        assert offsets.min() >= -early and offsets.max() <= stop - first
+        assert offsets.min() >= -early
+        assert offsets.max() <= stop - first
     # Every clip of a source carries exactly the same number of audio samples.
     assert len(lengths) <= 1
 
