@@ -34,16 +34,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from detect.base import Detector
+from detect.network_detector import NetworkDetector
 from detect.errors import DetectInputError
 from detect.parameter_checks import (
     check_choice,
@@ -56,7 +54,6 @@ from detect.parameter_checks import (
 logger = logging.getLogger(__name__)
 
 SCORE_NAMES = ("codelength", "reconstruction", "combined")
-WEIGHTS_FILE = "network.safetensors"
 
 # Evenly spaced mask thresholds used at scoring time in place of the uniform random draw of training,
 # so scores are deterministic and approximate the expectation over that draw.
@@ -144,7 +141,7 @@ def theta_clear(floor: float, intercept: float, rate: float, epoch: float) -> fl
     return floor + math.exp(intercept - rate * epoch)
 
 
-class CnCDetector(Detector):
+class CnCDetector(NetworkDetector):
     """Clear & Concise on rows (N, D); `score` returns the score named by `score_name`.
 
     Scores, all higher = more anomalous, averaged over 16 evenly spaced mask thresholds:
@@ -225,10 +222,7 @@ class CnCDetector(Detector):
     def _fit(self, vectors: np.ndarray) -> np.ndarray:
         if vectors.shape[0] < 2:
             raise DetectInputError(f"the cnc detector needs at least 2 normal rows, got {vectors.shape[0]}")
-        rows = vectors.astype(np.float64)  # (N, D)
-        self.feature_mean_ = rows.mean(axis=0).astype(np.float32)
-        std = rows.std(axis=0)
-        self.feature_std_ = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+        self._fit_feature_scaling(vectors)
 
         device = self._torch_device()
         standardised = self._standardise(vectors, device)  # (N, D)
@@ -353,41 +347,11 @@ class CnCDetector(Detector):
 
     # ---- state
 
-    def _standardise(self, rows: np.ndarray, device: torch.device) -> torch.Tensor:
-        standardised = (np.asarray(rows, dtype=np.float32) - self.feature_mean_) / self.feature_std_
-        return torch.as_tensor(standardised, device=device)  # (N, D)
-
-    def _torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
     def _new_network(self) -> ClearConciseNetwork:
         return ClearConciseNetwork(self.dimension_, self.hidden_dim, self.code_dim, self.estimator_channels)
 
-    def _write_files(self, folder: Path) -> None:
-        state = {name: value.detach().cpu().contiguous() for name, value in self.model_.state_dict().items()}
-        save_file(state, str(folder / WEIGHTS_FILE))
-
-    def _read_files(self, folder: Path) -> None:
-        path = folder / WEIGHTS_FILE
-        if not path.is_file():
-            raise DetectInputError(f"detector folder {folder} is missing {WEIGHTS_FILE}")
-        self.model_ = self._new_network()
-        try:
-            self.model_.load_state_dict(load_file(str(path)))
-        except (RuntimeError, OSError) as error:
-            raise DetectInputError(f"cannot load the network weights {path}: {error}") from None
-        self.model_.to(self._torch_device()).eval()
-
     def _restore(self) -> None:
-        self.feature_mean_ = np.asarray(self.feature_mean_, dtype=np.float32)
-        self.feature_std_ = np.asarray(self.feature_std_, dtype=np.float32)
-        if self.feature_mean_.shape != (self.dimension_,) or self.feature_std_.shape != (self.dimension_,):
-            raise DetectInputError(
-                f"feature_mean/feature_std have shapes {self.feature_mean_.shape}/{self.feature_std_.shape} "
-                f"but the detector's dimension is {self.dimension_}"
-            )
+        super()._restore()
         stored = (getattr(self, "score_mean_", None), getattr(self, "score_std_", None))
         expected = {"codelength", "reconstruction"}
         if not all(isinstance(value, dict) and set(value) == expected for value in stored):

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from detect.base import Detector
+from detect.network_detector import NetworkDetector
 from detect.errors import DetectInputError
 from detect.parameter_checks import (
     check_choice,
@@ -37,7 +35,6 @@ from detect.parameter_checks import (
 logger = logging.getLogger(__name__)
 
 SCORE_NAMES = ("mse", "mae", "mse_i", "mae_i", "cs", "line")
-WEIGHTS_FILE = "network.safetensors"
 
 # Sequences scored per forward pass; scoring memory grows linearly with it.
 _SCORE_BATCH = 4096
@@ -86,7 +83,7 @@ def distance_to_segment(points: torch.Tensor, start: torch.Tensor, end: torch.Te
     return torch.linalg.vector_norm(points - (start + position * direction), dim=2)  # (B, K)
 
 
-class IAEDetector(Detector):
+class IAEDetector(NetworkDetector):
     """Interpolating autoencoder on sequences (M, N, D); `score` returns the score named by `score_name`.
 
     Scores, all higher = more anomalous, computed on standardised inputs:
@@ -175,10 +172,7 @@ class IAEDetector(Detector):
                 f"validation split with at least one sequence on each side, got {count}"
             )
 
-        flat = sequences.reshape(-1, sequences.shape[2]).astype(np.float64)  # (M * N, D)
-        self.feature_mean_ = flat.mean(axis=0).astype(np.float32)
-        std = flat.std(axis=0)
-        self.feature_std_ = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+        self._fit_feature_scaling(sequences)
 
         order = np.random.default_rng(self.seed).permutation(count)
         device = self._torch_device()
@@ -296,35 +290,5 @@ class IAEDetector(Detector):
 
     # ---- state
 
-    def _standardise(self, sequences: np.ndarray, device: torch.device) -> torch.Tensor:
-        standardised = (np.asarray(sequences, dtype=np.float32) - self.feature_mean_) / self.feature_std_
-        return torch.as_tensor(standardised, device=device)  # (M, N, D)
-
-    def _torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
-    def _write_files(self, folder: Path) -> None:
-        state = {name: value.detach().cpu().contiguous() for name, value in self.model_.state_dict().items()}
-        save_file(state, str(folder / WEIGHTS_FILE))
-
-    def _read_files(self, folder: Path) -> None:
-        path = folder / WEIGHTS_FILE
-        if not path.is_file():
-            raise DetectInputError(f"detector folder {folder} is missing {WEIGHTS_FILE}")
-        self.model_ = SequenceAutoencoder(self.dimension_, self.hidden_dim, self.code_dim)
-        try:
-            self.model_.load_state_dict(load_file(str(path)))
-        except (RuntimeError, OSError) as error:
-            raise DetectInputError(f"cannot load the network weights {path}: {error}") from None
-        self.model_.to(self._torch_device()).eval()
-
-    def _restore(self) -> None:
-        self.feature_mean_ = np.asarray(self.feature_mean_, dtype=np.float32)
-        self.feature_std_ = np.asarray(self.feature_std_, dtype=np.float32)
-        if self.feature_mean_.shape != (self.dimension_,) or self.feature_std_.shape != (self.dimension_,):
-            raise DetectInputError(
-                f"feature_mean/feature_std have shapes {self.feature_mean_.shape}/{self.feature_std_.shape} "
-                f"but the detector's dimension is {self.dimension_}"
-            )
+    def _new_network(self) -> SequenceAutoencoder:
+        return SequenceAutoencoder(self.dimension_, self.hidden_dim, self.code_dim)
