@@ -258,7 +258,7 @@ def _check_same_encoder(detector: Detector, embeddings: Embeddings, path: Path) 
         expected, found = fitted.get(field), embeddings.header.get(field)
         if expected is not None and found is not None and expected != found:
             raise DetectInputError(
-                f"{path} holds embeddings of {field} {found!r}, but the model was fitted on embeddings of "
+                f"{path} contains embeddings of {field} {found!r}, but the model was fitted on embeddings of "
                 f"{field} {expected!r}; embed with the same encoder, or pass --allow-other-encoder"
             )
 

@@ -182,7 +182,7 @@ class KNNDetector(Detector):
         exclude = self.normal_ids_for_keys(keys) if keys is not None else None
         scores = np.empty(vectors.shape[0], dtype=np.float64)  # (M,)
 
-        # Reduced batch by batch, so scoring millions of rows never holds their (M, k) distances and ids.
+        # Reduced batch by batch, so scoring millions of rows never keeps their (M, k) distances and ids in memory.
         for start, stop, distances, _ in self._search_batches(vectors, exclude):
             scores[start:stop] = self.aggregate_distances(distances)
         return scores

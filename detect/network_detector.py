@@ -1,4 +1,4 @@
-"""What the detectors built on a small torch network share: feature scaling, device choice and weights files.
+"""Base class of the detectors built on a small torch network: feature scaling, device choice, weights files.
 
 IAE and Clear & Concise both standardise each feature with statistics of the normal rows, run on the GPU
 when one is available (`device="auto"`), and save their network as safetensors, which cannot run code.

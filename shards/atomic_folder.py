@@ -1,7 +1,7 @@
 """Atomic folder writes: an output folder appears under its final name only when it is complete.
 
-The data layer hosts this for the layers above it that may import it (`pretrain`); `detect`, which imports
-neither other layer, keeps its own copy in `detect/atomic.py`.
+The data layer hosts this for `pretrain`, the layer above it that may import it. `detect` imports neither
+other layer, so it keeps its own copy in `detect/atomic.py`.
 """
 
 from __future__ import annotations

@@ -111,10 +111,10 @@ def decode_sample(sample: dict) -> Clip:
 
 
 def decode_sample_audio(sample: dict, meta: dict, where: str) -> np.ndarray | None:
-    """Return a sample's audio (S,) float32, or None when its metadata says it has none.
+    """Return a sample's audio (S,) float32, or None when its metadata marks it as having none.
 
     Raises `SampleError` naming `where` (shard and key) when the WAV member is missing, undecodable, or
-    at another sample rate than the metadata says.
+    at another sample rate than the metadata gives.
     """
     if not meta.get("has_audio"):
         return None

@@ -20,7 +20,9 @@ def test_bench_quick_writes_every_ratio(tmp_path):
     result = json.loads(out.read_text())
     for name in RATIOS:
         value = result["ratios"][name]
-        assert isinstance(value, float) and math.isfinite(value) and value >= 0, (name, value)
+        assert isinstance(value, float), (name, value)
+        assert math.isfinite(value), (name, value)
+        assert value >= 0, (name, value)
     assert result["max_score_difference"] <= 1e-5
     assert result["memory"]["scored_rows"] == result["memory"]["rows"]
     assert result["memory"]["peak_rss_bytes"] >= result["memory"]["rss_after_imports_bytes"] > 0

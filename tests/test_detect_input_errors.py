@@ -64,7 +64,8 @@ def test_non_finite_rows_named_by_index(tmp_path, model, value):
                  ["score", "--model", str(model), "--embeddings", str(folder), "--out", str(tmp_path / "s")]):
         message = run_detect(argv)
         assert "2 row(s) with NaN or infinity (rows 2, 7)" in message
-    assert not (tmp_path / "m").exists() and not (tmp_path / "s").exists()
+    assert not (tmp_path / "m").exists()
+    assert not (tmp_path / "s").exists()
 
 
 def test_dimension_differs_from_fitted(tmp_path, model):
@@ -80,7 +81,8 @@ def test_dimension_differs_from_fitted(tmp_path, model):
 def test_empty_normal_set(tmp_path):
     folder = _embeddings(tmp_path / "all_anomalous", 6, anomalous=True)
     message = run_detect(["fit", "--embeddings", str(folder), "--out", str(tmp_path / "m"), "--exclude-anomalous"])
-    assert "all 6 clips" in message and "no normal clip is left" in message
+    assert "all 6 clips" in message
+    assert "no normal clip is left" in message
     with pytest.raises(DetectInputError, match="non-empty"):
         KNNDetector().fit(np.zeros((0, DIMENSION), dtype=np.float32))
 
@@ -88,7 +90,8 @@ def test_empty_normal_set(tmp_path):
 def test_k_larger_than_normal_set(tmp_path):
     folder = _embeddings(tmp_path / "few", 4)
     message = run_detect(["fit", "--embeddings", str(folder), "--out", str(tmp_path / "m"), "--k", "4"])
-    assert "k=4 needs at least 5 normal clips" in message and "got 4" in message
+    assert "k=4 needs at least 5 normal clips" in message
+    assert "got 4" in message
 
 
 def _copy_model(model: Path, target: Path) -> Path:
@@ -105,7 +108,8 @@ def test_model_folder_of_another_detector(tmp_path, model):
     description["detector"] = "isolation_forest"
     (other / "detector.json").write_text(json.dumps(description))
     message = run_detect(["score", "--model", str(other), "--embeddings", str(embeddings), "--out", str(tmp_path / "s")])
-    assert "unknown detector 'isolation_forest'" in message and "knn" in message
+    assert "unknown detector 'isolation_forest'" in message
+    assert "knn" in message
 
     # A folder of another kind (an embeddings folder) has no detector.json.
     message = run_detect(["score", "--model", str(embeddings), "--embeddings", str(embeddings),

@@ -1,7 +1,7 @@
 """Input mistakes through the `latentwatch` entry point: each gives exactly one error line and status 2.
 
 The cases run in this process through `shards.cli.main` (the function the installed command calls), so
-the table stays fast; `test_faults_media.py` and `test_faults_disk.py` run the installed command itself.
+the table stays fast. `test_faults_media.py` and `test_faults_disk.py` run the installed command itself.
 Every case also checks that the output path it names was not created.
 """
 

@@ -1,6 +1,6 @@
 """Broken and unusual media through the real `latentwatch shards build` command.
 
-One folder holds every case; one build must finish, keep every usable clip, and list each unusable input in
+One folder contains every case; one build must finish, keep every usable clip, and list each unusable input in
 `index.json` with its reason. Each case states its outcome: the clips it gives (and whether they carry
 audio), or the reason it is skipped. README's "What latentwatch survives" table is this catalogue.
 """

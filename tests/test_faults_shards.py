@@ -62,7 +62,8 @@ def test_damaged_member_skips_its_clip(shard_set, tmp_path, caplog, damage):
         keys = [clip.key for clip in iter_clips(copy, errors=errors)]
     streamed = sorted(clip.key for clip in stream_clips(list_shards(copy), seed=0, shuffle_buffer=1))
 
-    assert len(keys) == 5 and key not in keys
+    assert len(keys) == 5
+    assert key not in keys
     assert errors.count == 1
     assert streamed == sorted(keys)
     assert any(key in record.getMessage() and "shard-" in record.getMessage() for record in caplog.records)
